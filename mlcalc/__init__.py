@@ -1,0 +1,10 @@
+"""mlcalc: fast equivariant machine-learning interatomic potentials as ASE calculators.
+
+>>> from mlcalc import NEMPCalculator
+>>> atoms.calc = NEMPCalculator.from_checkpoint("model.safetensors")
+"""
+
+from mlcalc._version import __version__
+from mlcalc.calculators import MLCalculator, NEMPCalculator
+
+__all__ = ["MLCalculator", "NEMPCalculator", "__version__"]

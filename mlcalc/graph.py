@@ -1,0 +1,253 @@
+"""Atomic graphs: neighbour lists and batching of ASE structures.
+
+This module knows ASE ``Atoms`` and numpy, and nothing about models. It turns structures into
+an :class:`AtomicGraph`: a batch of graphs in PyG style (all atoms and edges concatenated,
+``batch`` tells which graph an atom belongs to).
+
+Conventions (see ``docs/conventions.md``):
+
+* cell rows are lattice vectors (ASE), lengths in Å;
+* ``edge_index[0]`` is the centre atom ``i``, ``edge_index[1]`` the neighbour ``j``; the list is
+  full (both ``(i, j)`` and ``(j, i)``) and includes periodic images of ``i`` itself;
+* the edge vector is ``r_ij = x_j - x_i + shift @ cell`` and points from ``i`` to ``j``;
+  positions are never wrapped, the integer shifts account for images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+
+import numpy as np
+import torch
+from ase import Atoms
+from ase.data import chemical_symbols
+from matscipy.neighbours import neighbour_list
+
+#: Two atoms closer than this (Å) are refused as unphysical input.
+MIN_DISTANCE = 0.1
+
+
+@dataclass
+class AtomicGraph:
+    """A batch of ``B`` atomic graphs with ``N`` atoms and ``E`` directed edges in total.
+
+    Attributes:
+        positions: ``[N, 3]`` Cartesian positions, Å.
+        atomic_numbers: ``[N]`` int64.
+        species: ``[N]`` int64 index of each atom's element in the model's element list.
+        edge_index: ``[2, E]`` int64, rows (centre ``i``, neighbour ``j``).
+        shifts: ``[E, 3]`` integer-valued cell shifts (stored in the float dtype).
+        cell: ``[B, 3, 3]`` lattice vectors as rows, Å (zero rows in non-periodic directions).
+        pbc: ``[B, 3]`` bool.
+        batch: ``[N]`` int64 graph index of each atom.
+    """
+
+    positions: torch.Tensor
+    atomic_numbers: torch.Tensor
+    species: torch.Tensor
+    edge_index: torch.Tensor
+    shifts: torch.Tensor
+    cell: torch.Tensor
+    pbc: torch.Tensor
+    batch: torch.Tensor
+
+    @property
+    def num_graphs(self) -> int:
+        return int(self.cell.shape[0])
+
+    @property
+    def num_atoms(self) -> int:
+        return int(self.positions.shape[0])
+
+    @property
+    def num_edges(self) -> int:
+        return int(self.edge_index.shape[1])
+
+    def atoms_per_graph(self) -> torch.Tensor:
+        """``[B]`` number of atoms in each graph."""
+        return torch.bincount(self.batch, minlength=self.num_graphs)
+
+    def to(
+        self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> AtomicGraph:
+        """Copy to ``device``; floating-point fields are cast to ``dtype``."""
+        moved = {}
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if value.is_floating_point():
+                moved[field.name] = value.to(device=device, dtype=dtype)
+            else:
+                moved[field.name] = value.to(device=device)
+        return AtomicGraph(**moved)
+
+
+def species_index(
+    atomic_numbers: np.ndarray, elements: Sequence[int] | None
+) -> np.ndarray:
+    """Map atomic numbers to indices in ``elements``; ``KeyError`` names unknown elements."""
+    if elements is None:
+        return np.zeros(len(atomic_numbers), dtype=np.int64)
+    lookup = np.full(max(max(elements), int(np.max(atomic_numbers, initial=0))) + 1, -1)
+    lookup[list(elements)] = np.arange(len(elements))
+    index = lookup[atomic_numbers]
+    if np.any(index < 0):
+        unknown = sorted({chemical_symbols[z] for z in atomic_numbers[index < 0]})
+        supported = ", ".join(chemical_symbols[z] for z in elements)
+        raise KeyError(
+            f"element(s) {', '.join(unknown)} not supported by this model; "
+            f"it was trained on: {supported}"
+        )
+    return index.astype(np.int64)
+
+
+def validate_cell(cell: np.ndarray, pbc: np.ndarray) -> None:
+    """Refuse periodic directions whose lattice vectors are zero or linearly dependent."""
+    lengths = np.linalg.norm(cell, axis=1)
+    for axis in np.flatnonzero(pbc):
+        if lengths[axis] < 1e-8:
+            raise ValueError(
+                f"cell vector {axis} has zero length but the structure is periodic along it "
+                f"(pbc={pbc.tolist()}); set a cell or make that direction non-periodic"
+            )
+    periodic = cell[pbc]
+    if len(periodic) > 0:
+        gram = periodic @ periodic.T
+        volume = np.sqrt(max(np.linalg.det(gram), 0.0))
+        if volume < 1e-6 * np.prod(lengths[pbc]):
+            what = "cell has zero volume" if pbc.all() else "periodic cell vectors are parallel"
+            raise ValueError(f"{what} (cell={cell.tolist()}, pbc={pbc.tolist()})")
+
+
+def _search_cell(
+    positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """A cell and origin for the neighbour search that enclose all atoms.
+
+    Periodic rows are kept. Each non-periodic row is replaced by a vector orthogonal to the
+    periodic ones, long enough to hold every atom, so that the search stays O(N) for molecules,
+    slabs and wires (matscipy degrades to O(N^2) for atoms outside non-periodic boundaries).
+    """
+    periodic = cell[pbc]
+    # orthonormal basis: periodic subspace first, then its complement
+    basis = np.linalg.svd(periodic, full_matrices=True)[2] if len(periodic) else np.eye(3)
+    complement = basis[len(periodic) :]
+    search = cell.copy()
+    origin = np.zeros(3)
+    for axis, normal in zip(np.flatnonzero(~pbc), complement, strict=True):
+        projection = positions @ normal
+        low, high = projection.min(), projection.max()
+        search[axis] = normal * (high - low + 1.0)
+        origin += normal * (low - 0.5)
+    return search, origin
+
+
+def neighbor_list(
+    positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, cutoff: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Full neighbour list of one structure with matscipy.
+
+    Returns:
+        ``i [E]``, ``j [E]``, ``shifts [E, 3]`` (int) and distances ``[E]`` (Å) of all pairs with
+        ``0 < r <= cutoff``, including periodic images of an atom itself.
+    """
+    if len(positions) == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, np.zeros((0, 3), dtype=np.int64), np.zeros(0)
+    search_cell, origin = _search_cell(positions, cell, pbc)
+    i, j, shifts, distances = neighbour_list(
+        "ijSd",
+        positions=positions,
+        cell=search_cell,
+        pbc=pbc,
+        cutoff=float(cutoff),
+        cell_origin=origin,
+    )
+    keep = distances > 0.0
+    return (
+        i[keep].astype(np.int64),
+        j[keep].astype(np.int64),
+        shifts[keep].astype(np.int64),
+        distances[keep],
+    )
+
+
+def _check_close_atoms(
+    i: np.ndarray, j: np.ndarray, distances: np.ndarray, index: int
+) -> None:
+    if len(distances) and distances.min() < MIN_DISTANCE:
+        e = int(np.argmin(distances))
+        where = f"structure {index}: " if index else ""
+        which = (
+            f"atom {i[e]} and a periodic image of itself"
+            if i[e] == j[e]
+            else f"atoms {i[e]} and {j[e]}"
+        )
+        raise ValueError(
+            f"{where}{which} are {distances[e]:.4f} Å apart, closer than {MIN_DISTANCE} Å"
+        )
+
+
+def build_graph(
+    structures: Atoms | Sequence[Atoms],
+    cutoff: float,
+    elements: Sequence[int] | None = None,
+    dtype: torch.dtype = torch.float64,
+) -> AtomicGraph:
+    """Build a batched :class:`AtomicGraph` from one or many ASE structures.
+
+    Args:
+        structures: an ``Atoms`` or a sequence of them (molecules, slabs, wires, bulk).
+        cutoff: neighbour cutoff radius, Å.
+        elements: atomic numbers known to the model, in species-index order; ``None`` gives
+            every atom species 0.
+        dtype: floating dtype of positions, shifts and cells.
+
+    Raises:
+        KeyError: an element not in ``elements``.
+        ValueError: non-finite positions, a zero or degenerate periodic cell, or two atoms
+            closer than 0.1 Å.
+    """
+    if isinstance(structures, Atoms):
+        structures = [structures]
+    if len(structures) == 0:
+        raise ValueError("no structures given")
+    positions, numbers, species, cells, pbcs, batch = [], [], [], [], [], []
+    edge_index, shifts = [], []
+    offset = 0
+    for index, atoms in enumerate(structures):
+        pos = np.asarray(atoms.get_positions(), dtype=np.float64)
+        if not np.all(np.isfinite(pos)):
+            bad = np.flatnonzero(~np.isfinite(pos).all(axis=1))
+            raise ValueError(
+                f"structure {index}: positions of atoms {bad[:10].tolist()} are not finite"
+            )
+        cell = np.asarray(atoms.get_cell()[:], dtype=np.float64)
+        if not np.all(np.isfinite(cell)):
+            raise ValueError(f"structure {index}: cell is not finite: {cell.tolist()}")
+        pbc = np.asarray(atoms.get_pbc(), dtype=bool)
+        validate_cell(cell, pbc)
+        z = np.asarray(atoms.get_atomic_numbers(), dtype=np.int64)
+        i, j, shift, distances = neighbor_list(pos, cell, pbc, cutoff)
+        _check_close_atoms(i, j, distances, index)
+
+        positions.append(pos)
+        numbers.append(z)
+        species.append(species_index(z, elements))
+        cells.append(cell)
+        pbcs.append(pbc)
+        batch.append(np.full(len(atoms), index, dtype=np.int64))
+        edge_index.append(np.stack([i, j]) + offset)
+        shifts.append(shift)
+        offset += len(atoms)
+
+    return AtomicGraph(
+        positions=torch.tensor(np.concatenate(positions), dtype=dtype),
+        atomic_numbers=torch.from_numpy(np.concatenate(numbers)),
+        species=torch.from_numpy(np.concatenate(species)),
+        edge_index=torch.from_numpy(np.concatenate(edge_index, axis=1)),
+        shifts=torch.tensor(np.concatenate(shifts), dtype=dtype),
+        cell=torch.tensor(np.stack(cells), dtype=dtype),
+        pbc=torch.from_numpy(np.stack(pbcs)),
+        batch=torch.from_numpy(np.concatenate(batch)),
+    )

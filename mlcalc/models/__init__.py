@@ -1,0 +1,19 @@
+"""Model cores: pure ``torch.nn.Module``s that map an :class:`~mlcalc.graph.AtomicGraph` to
+energies, forces and stress. Nothing here knows ASE calculators."""
+
+from mlcalc.models.base import AtomisticModel, ModelConfig
+from mlcalc.models.checkpoint import load_checkpoint, save_checkpoint
+from mlcalc.models.nemp import NEMP, NEMPConfig
+
+#: Architecture name (as stored in checkpoints) → model class.
+ARCHITECTURES: dict[str, type[AtomisticModel]] = {NEMP.architecture: NEMP}
+
+__all__ = [
+    "ARCHITECTURES",
+    "NEMP",
+    "AtomisticModel",
+    "ModelConfig",
+    "NEMPConfig",
+    "load_checkpoint",
+    "save_checkpoint",
+]

@@ -1,0 +1,143 @@
+"""What every mlcalc model shares: its element list, energy reference and checkpoint I/O."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from os import PathLike
+from typing import Any, ClassVar
+
+import torch
+from ase.data import atomic_numbers, chemical_symbols
+from torch import nn
+
+from mlcalc.graph import AtomicGraph
+from mlcalc.models.blocks import AtomicEnergyReadout
+
+
+def normalize_elements(elements: Sequence[str | int]) -> list[str]:
+    """Element symbols sorted by atomic number; ``ValueError`` for unknown or repeated ones."""
+    if len(elements) == 0:
+        raise ValueError("a model needs at least one element")
+    numbers = []
+    for element in elements:
+        if isinstance(element, str):
+            if element not in atomic_numbers or element == "X":
+                raise ValueError(f"unknown element symbol {element!r}")
+            numbers.append(atomic_numbers[element])
+        else:
+            if not 1 <= int(element) < len(chemical_symbols):
+                raise ValueError(f"unknown atomic number {element}")
+            numbers.append(int(element))
+    if len(set(numbers)) != len(numbers):
+        raise ValueError(f"repeated element in {list(elements)}")
+    return [chemical_symbols[z] for z in sorted(numbers)]
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """Fields every architecture has. Subclasses add their hyper-parameters.
+
+    Attributes:
+        elements: chemical symbols (or atomic numbers) the model handles; stored sorted by Z.
+        cutoff: neighbour cutoff radius, Å.
+    """
+
+    elements: list[str]
+    cutoff: float = 5.0
+
+    def __post_init__(self) -> None:
+        self.elements = normalize_elements(self.elements)
+        if not self.cutoff > 0:
+            raise ValueError(f"cutoff must be positive, got {self.cutoff}")
+        self.cutoff = float(self.cutoff)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> ModelConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(
+                f"unknown {cls.__name__} field(s): {', '.join(sorted(unknown))}; "
+                f"known: {', '.join(sorted(known))}"
+            )
+        return cls(**values)
+
+
+class AtomisticModel(nn.Module):
+    """Base class: a pure ``torch.nn.Module`` mapping an :class:`AtomicGraph` to energies.
+
+    Subclasses set ``architecture`` and ``config_class`` and implement :meth:`forward`.
+    """
+
+    architecture: ClassVar[str]
+    config_class: ClassVar[type[ModelConfig]]
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.readout = AtomicEnergyReadout(len(config.elements))
+        self.register_buffer(
+            "element_numbers",
+            torch.tensor([atomic_numbers[s] for s in config.elements], dtype=torch.int64),
+            persistent=False,
+        )
+
+    @property
+    def elements(self) -> list[str]:
+        """Chemical symbols in species-index order (sorted by atomic number)."""
+        return list(self.config.elements)
+
+    @property
+    def cutoff(self) -> float:
+        """Neighbour cutoff radius, Å."""
+        return self.config.cutoff
+
+    @property
+    def atomic_numbers(self) -> list[int]:
+        return [atomic_numbers[s] for s in self.config.elements]
+
+    @property
+    def atomic_energies(self) -> dict[str, float]:
+        """Reference energy E0 of each element, eV."""
+        return dict(zip(self.elements, self.readout.atomic_energies.tolist(), strict=True))
+
+    @property
+    def energy_scale(self) -> float:
+        """Data-derived energy scale (force RMS), eV."""
+        return float(self.readout.energy_scale)
+
+    def set_energy_reference(
+        self, atomic_energies: Mapping[str, float], energy_scale: float = 1.0
+    ) -> None:
+        """Set E0 per element (eV; every element of the model) and the energy scale (eV)."""
+        missing = set(self.elements) - set(atomic_energies)
+        extra = set(atomic_energies) - set(self.elements)
+        if missing or extra:
+            raise ValueError(
+                f"atomic energies must name exactly the model's elements {self.elements}; "
+                f"missing {sorted(missing)}, not in the model {sorted(extra)}"
+            )
+        self.readout.set_reference([atomic_energies[s] for s in self.elements], energy_scale)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(
+        self,
+        graph: AtomicGraph,
+        compute_forces: bool = True,
+        compute_stress: bool = False,
+        training: bool = False,
+    ) -> dict[str, torch.Tensor]:
+        """Energies (and forces, stress) of a batch; see :mod:`mlcalc.models.physics`."""
+        raise NotImplementedError
+
+    def save(self, path: str | PathLike) -> None:
+        """Write a ``.safetensors`` checkpoint atomically (see :mod:`mlcalc.models.checkpoint`)."""
+        from mlcalc.models.checkpoint import save_checkpoint
+
+        save_checkpoint(self, path)

@@ -1,0 +1,184 @@
+"""Building blocks shared by the NEMP and MLANet models.
+
+Everything here is a pure tensor operation; shapes use ``N`` atoms, ``E`` edges, ``C`` channels.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+#: Gain that roughly preserves the second moment through SiLU (NEMP reference init).
+SILU_GAIN = 1.67462
+
+
+def scatter_sum(values: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tensor:
+    """Sum ``values [E, ...]`` into ``[size, ...]`` rows given by ``index [E]``."""
+    out = values.new_zeros((size, *values.shape[1:]))
+    return out.index_add_(0, index, values)
+
+
+def polynomial_envelope(r: torch.Tensor, cutoff: float, p: int) -> torch.Tensor:
+    """DimeNet polynomial envelope ``u_p(r / cutoff)``, zero for ``r >= cutoff``.
+
+    ``u_p`` and its first two derivatives vanish at the cutoff. Shape follows ``r``.
+    """
+    x = r / cutoff
+    value = (
+        1.0
+        - 0.5 * (p + 1) * (p + 2) * x**p
+        + p * (p + 2) * x ** (p + 1)
+        - 0.5 * p * (p + 1) * x ** (p + 2)
+    )
+    return torch.where(x < 1.0, value, torch.zeros_like(value))
+
+
+@dataclass(frozen=True)
+class MLPSpec:
+    """Shape of a :class:`ScaledMLP`: ``[n_blocks, width, layers_per_block, linear]``."""
+
+    n_blocks: int
+    width: int
+    layers_per_block: int
+    linear: bool = False
+
+    @classmethod
+    def coerce(cls, value: MLPSpec | Sequence | dict) -> MLPSpec:
+        """Accept an ``MLPSpec``, a list ``[n_blocks, width, layers, linear?]`` or a dict."""
+        if isinstance(value, MLPSpec):
+            return value
+        if isinstance(value, dict):
+            return cls(**value)
+        if not 3 <= len(value) <= 4:
+            raise ValueError(f"MLP spec must be [n_blocks, width, layers, linear?], got {value}")
+        return cls(int(value[0]), int(value[1]), int(value[2]), bool(value[3:4] and value[3]))
+
+    def as_list(self) -> list:
+        return [self.n_blocks, self.width, self.layers_per_block, self.linear]
+
+
+class ScaledDense(nn.Module):
+    """``y = x @ (W * gain / sqrt(in)) (+ b)`` with ``W ~ N(0, 1)``.
+
+    With a bias the effective weight is further divided by 100, so that raw inputs such as
+    atomic numbers stay well scaled and the initial output is close to the bias.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        gain: float = SILU_GAIN,
+        bias: bool = False,
+    ) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(in_features, out_features))
+        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
+        self.scale = gain / math.sqrt(in_features) / (100.0 if bias else 1.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x @ (self.weight * self.scale)
+        return y if self.bias is None else y + self.bias
+
+
+class ScaledMLP(nn.Module):
+    """Residual SiLU MLP of the NEMP reference.
+
+    ``Dense(in→F)``, then ``n_blocks`` pre-activation residual blocks of ``layers_per_block``
+    ``SiLU → Dense(F→F)`` layers with ``x ← (x + y) / sqrt 2``, then ``SiLU → Dense(F→out)``.
+    A ``linear`` spec is a single ``Dense(in→out)``.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        spec: MLPSpec,
+        bias: bool = False,
+        force_nonlinear: bool = False,
+    ) -> None:
+        super().__init__()
+        self.linear = spec.linear and not force_nonlinear
+        if self.linear:
+            self.input = None
+            self.blocks = nn.ModuleList()
+            self.output = ScaledDense(in_features, out_features, gain=1.0, bias=bias)
+            return
+        width = spec.width
+        self.input = ScaledDense(in_features, width, bias=bias)
+        self.blocks = nn.ModuleList(
+            nn.ModuleList(ScaledDense(width, width, bias=bias) for _ in range(spec.layers_per_block))
+            for _ in range(spec.n_blocks)
+        )
+        self.output = ScaledDense(width, out_features, gain=1.0, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input is not None:
+            x = self.input(x)
+            for block in self.blocks:
+                y = x
+                for layer in block:
+                    y = layer(nn.functional.silu(y))
+                x = (x + y) * (1.0 / math.sqrt(2.0))
+            x = nn.functional.silu(x)
+        return self.output(x)
+
+
+class SpeciesGroups:
+    """Atoms grouped by species, for per-species linear maps without per-atom weight copies."""
+
+    def __init__(self, species: torch.Tensor, num_species: int) -> None:
+        self.order = torch.argsort(species, stable=True)
+        self.inverse = torch.empty_like(self.order)
+        self.inverse[self.order] = torch.arange(len(species), device=species.device)
+        self.counts: list[int] = torch.bincount(species, minlength=num_species).tolist()
+
+    def linear(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """Per-atom ``x[n] @ weights[species[n]]`` for ``x [N, ..., C]``, ``weights [S, C, D]``."""
+        chunks = torch.split(x[self.order], self.counts)
+        mixed = [chunk @ weights[s] for s, chunk in enumerate(chunks) if len(chunk)]
+        if not mixed:
+            return x.new_zeros((*x.shape[:-1], weights.shape[-1]))
+        return torch.cat(mixed)[self.inverse]
+
+
+class AtomicEnergyReadout(nn.Module):
+    """Per-atom energy ``E0[s] + scale * (a[s] * eps + b[s])``, eV, accumulated in float64.
+
+    ``E0`` (eV, per element) and ``scale`` (eV) come from the training data; the per-species
+    affine ``(a, b)`` is learnable and starts at ``(1, 0)``. ``E0`` is kept in float64 whatever
+    the model dtype: it is stored as the raw bits of a float64 tensor in an int64 buffer,
+    which ``Module.to(dtype)`` leaves alone.
+    """
+
+    def __init__(self, num_species: int) -> None:
+        super().__init__()
+        self.species_scale = nn.Parameter(torch.ones(num_species))
+        self.species_shift = nn.Parameter(torch.zeros(num_species))
+        self.register_buffer("energy_scale", torch.ones(()))
+        self.register_buffer("atomic_energies_bits", torch.zeros(num_species, dtype=torch.float64).view(torch.int64))
+
+    @property
+    def atomic_energies(self) -> torch.Tensor:
+        """``[S]`` float64 reference energies E0, eV."""
+        return self.atomic_energies_bits.view(torch.float64)
+
+    def set_reference(self, atomic_energies: Sequence[float], energy_scale: float) -> None:
+        values = torch.as_tensor(atomic_energies, dtype=torch.float64).reshape(-1)
+        if values.shape != self.atomic_energies.shape:
+            raise ValueError(
+                f"expected {len(self.atomic_energies)} atomic energies, got {len(values)}"
+            )
+        if not math.isfinite(energy_scale) or energy_scale <= 0:
+            raise ValueError(f"energy scale must be a positive number, got {energy_scale}")
+        self.atomic_energies_bits.copy_(values.to(self.atomic_energies_bits.device).view(torch.int64))
+        self.energy_scale.fill_(energy_scale)
+
+    def forward(self, raw: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
+        """``raw [N]`` network outputs → ``[N]`` float64 atomic energies, eV."""
+        scaled = self.energy_scale * (self.species_scale[species] * raw + self.species_shift[species])
+        return self.atomic_energies[species] + scaled.double()

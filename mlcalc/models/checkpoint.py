@@ -1,0 +1,133 @@
+"""Checkpoints: one ``.safetensors`` file, weights plus JSON metadata, never pickled.
+
+Metadata keys (all strings): ``format`` (``"mlcalc"``), ``format_version``, ``architecture``,
+``config`` (JSON of the model config), ``elements``, ``cutoff``, ``atomic_energies`` and
+``energy_scale`` (JSON, for people reading the file), ``mlcalc_version`` and ``sha256``: the
+digest of every other metadata entry and every tensor (name, dtype, shape and bytes). Loading
+recomputes the digest and refuses a file in which any of these changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from os import PathLike
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from mlcalc._version import __version__
+from mlcalc.models.base import AtomisticModel
+
+FORMAT = "mlcalc"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A file that is not a valid, intact mlcalc checkpoint."""
+
+
+def weights_digest(metadata: Mapping[str, str], tensors: Mapping[str, torch.Tensor]) -> str:
+    """sha256 over the metadata (except ``sha256`` itself) and all tensors, in sorted order."""
+    digest = hashlib.sha256()
+    entries = {k: v for k, v in metadata.items() if k != "sha256"}
+    digest.update(json.dumps(entries, sort_keys=True).encode())
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().cpu().contiguous()
+        header = f"\n{name}|{tensor.dtype}|{list(tensor.shape)}\n"
+        digest.update(header.encode())
+        digest.update(tensor.view(torch.uint8).reshape(-1).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def save_checkpoint(model: AtomisticModel, path: str | PathLike) -> None:
+    """Write ``model`` to ``path`` atomically (temporary file in the same folder, then rename)."""
+    path = Path(path)
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    metadata = {
+        "format": FORMAT,
+        "format_version": str(FORMAT_VERSION),
+        "architecture": model.architecture,
+        "config": json.dumps(model.config.to_dict(), sort_keys=True),
+        "elements": json.dumps(model.elements),
+        "cutoff": json.dumps(model.cutoff),
+        "atomic_energies": json.dumps(model.atomic_energies),
+        "energy_scale": json.dumps(model.energy_scale),
+        "mlcalc_version": __version__,
+    }
+    metadata["sha256"] = weights_digest(metadata, tensors)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        save_file(tensors, temporary, metadata=metadata)
+        with open(temporary, "rb+") as stream:
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def read_checkpoint(path: str | PathLike) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """Metadata and tensors of a checkpoint, after checking format, version and digest."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as stream:
+            metadata = dict(stream.metadata() or {})
+            tensors = {name: stream.get_tensor(name) for name in stream.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        raise CheckpointError(
+            f"{path} is not a readable safetensors checkpoint (truncated or corrupted?): {error}"
+        ) from error
+    if metadata.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is a safetensors file but not an mlcalc checkpoint")
+    version = metadata.get("format_version", "")
+    if not version.isdigit() or int(version) > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has checkpoint format {version!r}, newer than this mlcalc "
+            f"({__version__}, format {FORMAT_VERSION}) reads; upgrade mlcalc"
+        )
+    expected = metadata.get("sha256")
+    actual = weights_digest(metadata, tensors)
+    if expected != actual:
+        raise CheckpointError(
+            f"{path} failed its integrity check: sha256 of its contents is {actual}, "
+            f"the file records {expected}; the file was altered or damaged"
+        )
+    return metadata, tensors
+
+
+def load_checkpoint(path: str | PathLike, device: torch.device | str = "cpu") -> AtomisticModel:
+    """Rebuild the model stored in ``path`` (any architecture), on ``device``, in eval mode."""
+    from mlcalc.models import ARCHITECTURES
+
+    metadata, tensors = read_checkpoint(path)
+    architecture = metadata.get("architecture")
+    if architecture not in ARCHITECTURES:
+        raise CheckpointError(
+            f"{path} holds an unknown architecture {architecture!r}; "
+            f"this mlcalc knows {sorted(ARCHITECTURES)}"
+        )
+    model_class = ARCHITECTURES[architecture]
+    try:
+        config = model_class.config_class.from_dict(json.loads(metadata["config"]))
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{path} has an invalid model config: {error}") from error
+    with torch.random.fork_rng(devices=[]):  # building the model must not move the user's RNG
+        model = model_class(config)
+    dtype = next(iter(t for t in tensors.values() if t.is_floating_point()), None)
+    if dtype is not None:
+        model = model.to(dtype=dtype.dtype)
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as error:
+        raise CheckpointError(f"{path} does not match its {architecture} config: {error}") from error
+    return model.to(device).eval()

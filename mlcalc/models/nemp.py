@@ -1,0 +1,384 @@
+"""NEMP: node-equivariant message passing (Zhang & Guo, Chem. Sci. 2026).
+
+Implements ``shared/docs/architecture.md`` §2. The only Clebsch–Gordan contraction runs once
+per node, between the fresh spherical-harmonic expansion of the centre ``A`` and the
+"virtual summed node" ``V`` of its neighbours; all per-edge work is elementwise products of
+edge scalars with spherical harmonics followed by scatter sums.
+
+Layouts: equivariant node features are ``[N, K, C]`` (lm-major, channel-last) with
+``K = (l_max + 1)^2`` and ``k = l^2 + m + l``; spherical harmonics are e3nn's real basis in
+"component" normalisation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, ClassVar, Literal
+
+import torch
+from e3nn import o3
+from torch import nn
+
+from mlcalc.graph import AtomicGraph
+from mlcalc.models.base import AtomisticModel, ModelConfig
+from mlcalc.models.blocks import (
+    MLPSpec,
+    ScaledMLP,
+    SpeciesGroups,
+    polynomial_envelope,
+    scatter_sum,
+)
+from mlcalc.models.physics import conservative_outputs
+
+
+def _mlp_field(spec: list) -> Any:
+    return dataclasses.field(default_factory=lambda: list(spec))
+
+
+@dataclasses.dataclass
+class NEMPConfig(ModelConfig):
+    """Hyper-parameters of :class:`NEMP`. Defaults are the spec's ``nemp-default`` preset.
+
+    Attributes:
+        elements: chemical symbols the model handles.
+        cutoff: cutoff radius ``r_c``, Å.
+        envelope_exponent: order ``p`` of the polynomial envelope (squared in NEMP).
+        l_max: ``L``, max ``l`` of the fresh spherical-harmonic expansion of each centre.
+        l_max_features: ``L'``, max ``l`` of the carried node features (``<= l_max``).
+        channels: ``C``.
+        num_radial: ``N_r``, sinc radial functions.
+        pair_code_width: ``P``, width of the element-pair code.
+        num_interactions: ``T``, message-passing iterations.
+        embedding_mlp, radial_mlp, interaction_mlp, readout_mlp:
+            ``[n_blocks, width, layers_per_block, linear]`` of the pair-embedding MLPs,
+            ``F_edge^0``, ``F_edge^t``/``G_t`` and the atomic-energy MLP.
+        use_norm: per-node RMS normalisation of the node features after each layer.
+        use_readout_bias: biases in the atomic-energy MLP.
+        share_rho0_row: reuse row ``L'`` of ``F_edge^0`` as the first node invariant
+            (the reference code's behaviour).
+        neighbor_norm: ``"smooth_count"`` divides neighbour sums by the smooth coordination
+            number ``n_i``; ``"constant"`` by ``avg_num_neighbors`` (smooth at the cutoff).
+        avg_num_neighbors: the constant used with ``neighbor_norm="constant"``.
+    """
+
+    cutoff: float = 5.0
+    envelope_exponent: int = 6
+    l_max: int = 2
+    l_max_features: int = 2
+    channels: int = 16
+    num_radial: int = 16
+    pair_code_width: int = 128
+    num_interactions: int = 3
+    embedding_mlp: list = _mlp_field([2, 128, 2])
+    radial_mlp: list = _mlp_field([2, 64, 2, False])
+    interaction_mlp: list = _mlp_field([2, 64, 2, False])
+    readout_mlp: list = _mlp_field([2, 128, 2, False])
+    use_norm: bool = True
+    use_readout_bias: bool = False
+    share_rho0_row: bool = True
+    neighbor_norm: Literal["smooth_count", "constant"] = "smooth_count"
+    avg_num_neighbors: float = 1.0
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "default": {},
+        "small": {
+            "l_max": 2,
+            "l_max_features": 1,
+            "channels": 8,
+            "num_radial": 8,
+            "pair_code_width": 32,
+            "num_interactions": 2,
+            "embedding_mlp": [1, 32, 2],
+            "radial_mlp": [1, 32, 1, False],
+            "interaction_mlp": [1, 32, 1, False],
+            "readout_mlp": [1, 64, 1, False],
+            "use_norm": True,
+        },
+        "3bpa": {
+            "envelope_exponent": 2,
+            "l_max": 3,
+            "l_max_features": 2,
+            "channels": 64,
+            "num_radial": 64,
+            "pair_code_width": 32,
+            "num_interactions": 3,
+            "embedding_mlp": [1, 64, 2],
+            "radial_mlp": [1, 64, 2, True],
+            "interaction_mlp": [1, 64, 0, True],
+            "readout_mlp": [1, 128, 0, True],
+            "use_norm": False,
+        },
+    }
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("embedding_mlp", "radial_mlp", "interaction_mlp", "readout_mlp"):
+            setattr(self, name, MLPSpec.coerce(getattr(self, name)).as_list())
+        if not 0 <= self.l_max_features <= self.l_max:
+            raise ValueError(
+                f"need 0 <= l_max_features <= l_max, got {self.l_max_features} and {self.l_max}"
+            )
+        for name in ("channels", "num_radial", "pair_code_width", "num_interactions"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.envelope_exponent < 1:
+            raise ValueError(f"envelope_exponent must be >= 1, got {self.envelope_exponent}")
+        if self.neighbor_norm not in ("smooth_count", "constant"):
+            raise ValueError(
+                f"neighbor_norm must be 'smooth_count' or 'constant', got {self.neighbor_norm!r}"
+            )
+        if not self.avg_num_neighbors > 0:
+            raise ValueError(f"avg_num_neighbors must be positive, got {self.avg_num_neighbors}")
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> NEMPConfig:
+        """A named preset (``"default"``, ``"small"``, ``"3bpa"``) with ``overrides`` applied."""
+        if name not in cls.PRESETS:
+            raise ValueError(f"unknown NEMP preset {name!r}; choose from {sorted(cls.PRESETS)}")
+        return cls(**{**cls.PRESETS[name], **overrides})
+
+
+def _l_of_k(l_max: int) -> torch.Tensor:
+    """``[(l_max+1)^2]`` the ``l`` of each flat ``(l, m)`` index."""
+    return torch.cat([torch.full((2 * l + 1,), l, dtype=torch.int64) for l in range(l_max + 1)])
+
+
+class NodeTensorProduct(nn.Module):
+    """Channel-wise ("uuu") CG product of ``A [N, K1, C]`` and ``V [N, K2, C]`` into ``[N, K', C]``.
+
+    Paths are all ``(l1, l2, lf)`` with ``l1 <= l_max_1``, ``l2, lf <= l_max_out``, the triangle
+    rule and ``l1 + l2 + lf`` even. Coefficients are e3nn's ``wigner_3j`` (unit Frobenius
+    norm), stored sparsely; each path has its own per-node, per-channel weight, and the output
+    of ``lf`` is divided by ``sqrt`` of the number of paths into it.
+    """
+
+    def __init__(self, l_max_1: int, l_max_2: int, l_max_out: int) -> None:
+        super().__init__()
+        self.paths = [
+            (l1, l2, lf)
+            for l1 in range(l_max_1 + 1)
+            for l2 in range(l_max_2 + 1)
+            for lf in range(l_max_out + 1)
+            if abs(l1 - l2) <= lf <= l1 + l2 and (l1 + l2 + lf) % 2 == 0
+        ]
+        paths_into = [sum(p[2] == lf for p in self.paths) for lf in range(l_max_out + 1)]
+        k1, k2, kf, path_of, value = [], [], [], [], []
+        for index, (l1, l2, lf) in enumerate(self.paths):
+            cg = o3.wigner_3j(l1, l2, lf, dtype=torch.float64) / math.sqrt(paths_into[lf])
+            for m1, m2, mf in torch.nonzero(cg.abs() > 1e-12).tolist():
+                k1.append(l1 * l1 + m1)
+                k2.append(l2 * l2 + m2)
+                kf.append(lf * lf + mf)
+                path_of.append(index)
+                value.append(cg[m1, m2, mf].item())
+        self.out_dim = (l_max_out + 1) ** 2
+        self.register_buffer("k1", torch.tensor(k1), persistent=False)
+        self.register_buffer("k2", torch.tensor(k2), persistent=False)
+        self.register_buffer("kf", torch.tensor(kf), persistent=False)
+        self.register_buffer("path_of", torch.tensor(path_of), persistent=False)
+        self.register_buffer("cg", torch.tensor(value, dtype=torch.float64), persistent=False)
+
+    @property
+    def num_paths(self) -> int:
+        return len(self.paths)
+
+    def forward(
+        self, a: torch.Tensor, v: torch.Tensor, weights: torch.Tensor
+    ) -> torch.Tensor:
+        """``a [N, K1, C]``, ``v [N, K2, C]``, ``weights [N, num_paths, C]`` → ``[N, K', C]``."""
+        coupling = weights[:, self.path_of] * self.cg.to(a.dtype)[None, :, None]
+        products = a[:, self.k1] * v[:, self.k2] * coupling
+        out = a.new_zeros((a.shape[0], self.out_dim, a.shape[2]))
+        return out.index_add_(1, self.kf, products)
+
+
+class NEMP(AtomisticModel):
+    """Node-equivariant message-passing potential; energy is a sum of atomic energies (eV).
+
+    Example:
+        >>> model = NEMP(NEMPConfig(elements=["H", "O"], cutoff=5.0))
+    """
+
+    architecture: ClassVar[str] = "nemp"
+    config_class: ClassVar[type[ModelConfig]] = NEMPConfig
+    config: NEMPConfig
+
+    def __init__(self, config: NEMPConfig) -> None:
+        super().__init__(config)
+        c = config
+        n_spec = len(c.elements)
+        channels, n_layers = c.channels, c.num_interactions
+        self.num_sh = (c.l_max + 1) ** 2
+        self.num_sh_features = (c.l_max_features + 1) ** 2
+        n_feature_l = c.l_max_features + 1
+        self.rho0_row = c.l_max_features if c.share_rho0_row else c.l_max_features + 1
+        self.edge_row = self.rho0_row + 1
+
+        # element-pair embedding: pair code, sinc frequencies, pair weights
+        self.register_buffer(
+            "pair_numbers",
+            torch.cartesian_prod(self.element_numbers, self.element_numbers).double(),
+            persistent=False,
+        )
+        emb = MLPSpec.coerce(c.embedding_mlp)
+        self.pair_code = ScaledMLP(2, c.pair_code_width, emb, bias=True, force_nonlinear=True)
+        self.pair_frequencies = ScaledMLP(
+            c.pair_code_width, c.num_radial, emb, bias=True, force_nonlinear=True
+        )
+        self.pair_weights = ScaledMLP(
+            c.pair_code_width, c.num_radial + channels, emb, bias=False, force_nonlinear=True
+        )
+        with torch.no_grad():
+            self.pair_code.output.bias.fill_(1.0)
+            self.pair_frequencies.output.bias.uniform_(0.01, 12.01)
+
+        # layer 0
+        self.initial_edge = ScaledMLP(
+            2 * c.num_radial, (self.edge_row + 1) * channels, MLPSpec.coerce(c.radial_mlp)
+        )
+        self.species_embedding = nn.Parameter(torch.randn(n_spec, channels, channels))
+
+        # message passing: G_0..G_T coefficient MLPs and F_edge^1..F_edge^T
+        mp = MLPSpec.coerce(c.interaction_mlp)
+        self.coefficient_mlps = nn.ModuleList(
+            ScaledMLP((2 + t) * channels, 3 * n_feature_l * channels, mp)
+            for t in range(n_layers + 1)
+        )
+        self.edge_mlps = nn.ModuleList(
+            ScaledMLP((2 + t) * channels, (n_feature_l + c.l_max + 1) * channels, mp)
+            for t in range(1, n_layers + 1)
+        )
+        self.tensor_product = NodeTensorProduct(c.l_max, c.l_max_features, c.l_max_features)
+        self.path_weights = nn.Parameter(
+            torch.randn(n_layers, self.tensor_product.num_paths, n_spec, channels)
+        )
+        self.mixers = nn.Parameter(torch.randn(n_layers, 3, n_spec, channels, channels))
+        self.atomic_mlp = ScaledMLP(
+            (n_layers + 2) * channels,
+            1,
+            MLPSpec.coerce(c.readout_mlp),
+            bias=c.use_readout_bias,
+        )
+
+        l_of_k = _l_of_k(c.l_max)
+        self.register_buffer("l_of_k", l_of_k, persistent=False)
+        # psi / sqrt((2l+1)(L'+1)): the l⊗l→0 CG factor and the average over l
+        self.register_buffer(
+            "invariant_scale",
+            1.0 / torch.sqrt((2.0 * l_of_k[: self.num_sh_features] + 1.0) * n_feature_l),
+            persistent=False,
+        )
+
+    def _expand(self, coefficients: torch.Tensor, sh: torch.Tensor) -> torch.Tensor:
+        """``coefficients [E, L+1, C]`` times ``Y [E, K]`` → ``[E, K, C]`` (``K`` from ``sh``)."""
+        return coefficients[:, self.l_of_k[: sh.shape[1]]] * sh[:, :, None]
+
+    def _contract(self, sh: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """``sum_m Y[e, lm] f[e, lm, c]`` → ``[E, L'+1, C]``."""
+        products = sh[:, :, None] * features
+        out = products.new_zeros((products.shape[0], self.config.l_max_features + 1, products.shape[2]))
+        return out.index_add_(1, self.l_of_k[: sh.shape[1]], products)
+
+    def atomic_energies_of(self, graph: AtomicGraph, vectors: torch.Tensor) -> torch.Tensor:
+        """``[N]`` atomic energies (float64, eV) from edge vectors ``[E, 3]`` (Å)."""
+        c = self.config
+        channels, n_feat = c.channels, self.num_sh_features
+        n_atoms = graph.num_atoms
+        species = graph.species
+        centre, neighbor = graph.edge_index[0], graph.edge_index[1]
+        groups = SpeciesGroups(species, len(c.elements))
+        inv_sqrt_c = 1.0 / math.sqrt(channels)
+
+        r = torch.linalg.norm(vectors, dim=1)
+        sh = o3.spherical_harmonics(
+            list(range(c.l_max + 1)), vectors, normalize=True, normalization="component"
+        )
+        sh_features = sh[:, :n_feat]
+        f_cut = polynomial_envelope(r, c.cutoff, c.envelope_exponent) ** 2
+        if c.neighbor_norm == "smooth_count":
+            norm = scatter_sum(f_cut, centre, n_atoms) + 1e-6  # [N]
+        else:
+            norm = torch.full((n_atoms,), c.avg_num_neighbors, dtype=r.dtype, device=r.device)
+
+        # element-pair embedding on n_spec^2 rows, gathered per edge
+        pair_code = self.pair_code(self.pair_numbers.to(r.dtype))
+        frequencies = self.pair_frequencies(pair_code)
+        pair_weights = self.pair_weights(pair_code)
+        pair = species[centre] * len(c.elements) + species[neighbor]
+        frequencies, pair_weights = frequencies[pair], pair_weights[pair]
+
+        # layer 0
+        radial = torch.sinc(frequencies * (r / c.cutoff)[:, None]) * f_cut[:, None]
+        edge_input = torch.cat(
+            [pair_weights[:, channels:] * f_cut[:, None], radial], dim=1
+        )
+        x0 = self.initial_edge(edge_input).view(-1, self.edge_row + 1, channels)
+        edge_state = torch.cat([pair_weights[:, :channels] * f_cut[:, None], x0[:, self.edge_row]], dim=1)
+        invariants = [scatter_sum(x0[:, self.rho0_row], centre, n_atoms)]
+        expansion = scatter_sum(self._expand(x0[:, : c.l_max_features + 1], sh_features), centre, n_atoms)
+        psi = groups.linear(expansion / norm[:, None, None], self.species_embedding) * inv_sqrt_c
+        k_centre, k_neighbor, k_node = self.coefficient_mlps[0](edge_state).view(
+            -1, 3, c.l_max_features + 1, channels
+        ).unbind(1)
+
+        tp_norm = 1.0 / (norm * norm)
+        for t in range(c.num_interactions):
+            psi_bar = psi * self.invariant_scale[:, None]
+            # (b) new edge invariant, appended to the edge state
+            q = (
+                k_centre * self._contract(sh_features, psi_bar[centre])
+                + k_neighbor * self._contract(sh_features, psi_bar[neighbor])
+            ).sum(1) * (1.0 / math.sqrt(2.0))
+            edge_state = torch.cat([edge_state, q], dim=1)
+            # (c) new node invariant
+            node_sh = scatter_sum(self._expand(k_node, sh_features), centre, n_atoms)
+            invariants.append((psi_bar * node_sh).sum(1))
+            # (d) new edge coefficients for the virtual node and the centre expansion
+            x = self.edge_mlps[t](edge_state).view(-1, c.l_max_features + 1 + c.l_max + 1, channels)
+            x_virtual, x_centre = x[:, : c.l_max_features + 1], x[:, c.l_max_features + 1 :]
+            # (e) centre expansion A [N, K, C]; (f) virtual summed node V [N, K', C]
+            centre_expansion = scatter_sum(self._expand(x_centre, sh), centre, n_atoms)
+            sent = groups.linear(psi, self.mixers[t, 0]) * inv_sqrt_c
+            virtual = scatter_sum(
+                x_virtual[:, self.l_of_k[:n_feat]] * sent[neighbor], centre, n_atoms
+            )
+            # (g) node-space tensor product, (h) channel mixing with residual
+            weights = self.path_weights[t][:, species].transpose(0, 1)
+            product = self.tensor_product(centre_expansion, virtual, weights) * tp_norm[:, None, None]
+            psi = (
+                groups.linear(psi, self.mixers[t, 2]) + groups.linear(product, self.mixers[t, 1])
+            ) * (inv_sqrt_c / math.sqrt(2.0))
+            # (i) per-node RMS norm
+            if c.use_norm:
+                mean_square = psi.square().sum((1, 2)) / ((c.l_max_features + 1) * channels)
+                psi = psi * torch.rsqrt(mean_square + 1e-6)[:, None, None]
+            # (j) next coefficient triplet
+            k_centre, k_neighbor, k_node = self.coefficient_mlps[t + 1](edge_state).view(
+                -1, 3, c.l_max_features + 1, channels
+            ).unbind(1)
+
+        final_sh = scatter_sum(
+            self._expand(k_centre + k_neighbor + k_node, sh_features), centre, n_atoms
+        )
+        invariants.append((psi * self.invariant_scale[:, None] * final_sh).sum(1) / math.sqrt(3.0))
+        descriptor = torch.cat(invariants, dim=1) / norm[:, None]
+        raw = self.atomic_mlp(descriptor).squeeze(1)
+        return self.readout(raw, species)
+
+    def forward(
+        self,
+        graph: AtomicGraph,
+        compute_forces: bool = True,
+        compute_stress: bool = False,
+        training: bool = False,
+    ) -> dict[str, torch.Tensor]:
+        """Energies (eV), forces (eV/Å) and stress (eV/Å³) of a batch.
+
+        Returns ``energy [B]`` and ``node_energy [N]`` (float64), ``forces [N, 3]`` and
+        ``stress``/``virial [B, 3, 3]`` when asked for; see
+        :func:`mlcalc.models.physics.conservative_outputs`.
+        """
+        return conservative_outputs(
+            self.atomic_energies_of, graph, compute_forces, compute_stress, training
+        )

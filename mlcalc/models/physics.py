@@ -1,0 +1,96 @@
+"""Edge vectors, and conservative forces and stress by one backward pass through a strain.
+
+Sign conventions (ASE): forces ``F = -dE/dx`` in eV/Å; stress ``sigma = (1/V) dE/d(eps)`` in
+eV/Å³ for a symmetric strain ``x' = x (I + eps)`` applied to positions and cell, so positive
+stress is tensile; virial ``W = -V sigma`` in eV.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from mlcalc.graph import AtomicGraph
+
+
+def edge_vectors(
+    positions: torch.Tensor,
+    cell: torch.Tensor,
+    shifts: torch.Tensor,
+    edge_index: torch.Tensor,
+    batch: torch.Tensor,
+) -> torch.Tensor:
+    """``[E, 3]`` vectors ``r_ij = x_j - x_i + shift @ cell`` from centre ``i`` to neighbour ``j``, Å."""
+    i, j = edge_index[0], edge_index[1]
+    image = torch.einsum("ea,eab->eb", shifts, cell[batch[i]])
+    return positions[j] - positions[i] + image
+
+
+def fully_periodic(graph: AtomicGraph) -> torch.Tensor:
+    """``[B]`` bool: graphs periodic in all three directions (the only ones with a stress)."""
+    return graph.pbc.all(dim=1)
+
+
+def conservative_outputs(
+    atomic_energy_fn: Callable[[AtomicGraph, torch.Tensor], torch.Tensor],
+    graph: AtomicGraph,
+    compute_forces: bool = True,
+    compute_stress: bool = False,
+    training: bool = False,
+) -> dict[str, torch.Tensor]:
+    """Energies, forces and stress of a model whose energy is a sum of atomic terms.
+
+    Args:
+        atomic_energy_fn: maps ``(graph, edge_vectors [E, 3])`` to ``[N]`` atomic energies (eV).
+        graph: the batch.
+        compute_forces, compute_stress: which derivatives to take (one backward pass for both).
+        training: keep the graph of the derivatives for a force/stress loss.
+
+    Returns:
+        ``node_energy [N]`` and ``energy [B]`` (float64, eV); with forces ``forces [N, 3]``
+        (eV/Å); with stress ``stress [B, 3, 3]`` (eV/Å³) and ``virial [B, 3, 3]`` (eV), zero
+        for graphs that are not periodic in all directions.
+    """
+    positions, cell = graph.positions, graph.cell
+    strain = None
+    if compute_forces or compute_stress:
+        positions = positions.detach().requires_grad_(compute_forces)
+    if compute_stress:
+        displacement = torch.zeros_like(cell, requires_grad=True)
+        strain = 0.5 * (displacement + displacement.transpose(1, 2))
+        positions_strained = positions + torch.einsum(
+            "na,nab->nb", positions, strain[graph.batch]
+        )
+        cell = cell + torch.bmm(cell, strain)
+    else:
+        positions_strained = positions
+    vectors = edge_vectors(positions_strained, cell, graph.shifts, graph.edge_index, graph.batch)
+    node_energy = atomic_energy_fn(graph, vectors)
+    energy = node_energy.new_zeros(graph.num_graphs).index_add_(0, graph.batch, node_energy)
+    out = {"node_energy": node_energy, "energy": energy}
+    if not (compute_forces or compute_stress):
+        return out
+
+    inputs = [positions] if compute_forces else []
+    if compute_stress:
+        inputs.append(displacement)
+    grads = torch.autograd.grad(
+        energy.sum(),
+        inputs,
+        create_graph=training,
+        allow_unused=True,
+    )
+    grads = [torch.zeros_like(x) if g is None else g for x, g in zip(inputs, grads, strict=True)]
+    if compute_forces:
+        out["forces"] = -grads[0]
+    if compute_stress:
+        de_dstrain = grads[-1]
+        periodic = fully_periodic(graph)
+        volume = torch.where(
+            periodic, torch.linalg.det(graph.cell).abs(), torch.ones_like(graph.cell[:, 0, 0])
+        )
+        mask = periodic[:, None, None].to(de_dstrain.dtype)
+        out["stress"] = de_dstrain / volume[:, None, None] * mask
+        out["virial"] = -de_dstrain * mask
+    return out
