@@ -149,7 +149,8 @@ def neighbor_list(
 
     Returns:
         ``i [E]``, ``j [E]``, ``shifts [E, 3]`` (int) and distances ``[E]`` (Å) of all pairs with
-        ``0 < r <= cutoff``, including periodic images of an atom itself.
+        ``r <= cutoff``, including periodic images of an atom itself (but not an atom paired
+        with itself in the same cell).
     """
     if len(positions) == 0:
         empty = np.zeros(0, dtype=np.int64)
@@ -163,7 +164,9 @@ def neighbor_list(
         cutoff=float(cutoff),
         cell_origin=origin,
     )
-    keep = distances > 0.0
+    # drop only an atom paired with itself in the same cell (matscipy does not return those,
+    # but be safe); two *different* atoms at distance 0 must stay so they can be refused
+    keep = (i != j) | np.any(shifts != 0, axis=1)
     return (
         i[keep].astype(np.int64),
         j[keep].astype(np.int64),

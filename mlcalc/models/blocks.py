@@ -111,7 +111,9 @@ class ScaledMLP(nn.Module):
         width = spec.width
         self.input = ScaledDense(in_features, width, bias=bias)
         self.blocks = nn.ModuleList(
-            nn.ModuleList(ScaledDense(width, width, bias=bias) for _ in range(spec.layers_per_block))
+            nn.ModuleList(
+                ScaledDense(width, width, bias=bias) for _ in range(spec.layers_per_block)
+            )
             for _ in range(spec.n_blocks)
         )
         self.output = ScaledDense(width, out_features, gain=1.0, bias=bias)
@@ -160,7 +162,9 @@ class AtomicEnergyReadout(nn.Module):
         self.species_scale = nn.Parameter(torch.ones(num_species))
         self.species_shift = nn.Parameter(torch.zeros(num_species))
         self.register_buffer("energy_scale", torch.ones(()))
-        self.register_buffer("atomic_energies_bits", torch.zeros(num_species, dtype=torch.float64).view(torch.int64))
+        self.register_buffer(
+            "atomic_energies_bits", torch.zeros(num_species, dtype=torch.float64).view(torch.int64)
+        )
 
     @property
     def atomic_energies(self) -> torch.Tensor:
@@ -175,10 +179,14 @@ class AtomicEnergyReadout(nn.Module):
             )
         if not math.isfinite(energy_scale) or energy_scale <= 0:
             raise ValueError(f"energy scale must be a positive number, got {energy_scale}")
-        self.atomic_energies_bits.copy_(values.to(self.atomic_energies_bits.device).view(torch.int64))
+        self.atomic_energies_bits.copy_(
+            values.to(self.atomic_energies_bits.device).view(torch.int64)
+        )
         self.energy_scale.fill_(energy_scale)
 
     def forward(self, raw: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
         """``raw [N]`` network outputs → ``[N]`` float64 atomic energies, eV."""
-        scaled = self.energy_scale * (self.species_scale[species] * raw + self.species_shift[species])
+        scaled = self.energy_scale * (
+            self.species_scale[species] * raw + self.species_shift[species]
+        )
         return self.atomic_energies[species] + scaled.double()

@@ -82,7 +82,7 @@ def read_checkpoint(path: str | PathLike) -> tuple[dict[str, str], dict[str, tor
     try:
         with safe_open(str(path), framework="pt") as stream:
             metadata = dict(stream.metadata() or {})
-            tensors = {name: stream.get_tensor(name) for name in stream.keys()}  # noqa: SIM118
+            tensors = {name: stream.get_tensor(name) for name in stream.keys()}
     except (SafetensorError, OSError, ValueError, RuntimeError) as error:
         raise CheckpointError(
             f"{path} is not a readable safetensors checkpoint (truncated or corrupted?): {error}"
@@ -129,5 +129,7 @@ def load_checkpoint(path: str | PathLike, device: torch.device | str = "cpu") ->
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as error:
-        raise CheckpointError(f"{path} does not match its {architecture} config: {error}") from error
+        raise CheckpointError(
+            f"{path} does not match its {architecture} config: {error}"
+        ) from error
     return model.to(device).eval()

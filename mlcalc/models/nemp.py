@@ -32,10 +32,6 @@ from mlcalc.models.blocks import (
 from mlcalc.models.physics import conservative_outputs
 
 
-def _mlp_field(spec: list) -> Any:
-    return dataclasses.field(default_factory=lambda: list(spec))
-
-
 @dataclasses.dataclass
 class NEMPConfig(ModelConfig):
     """Hyper-parameters of :class:`NEMP`. Defaults are the spec's ``nemp-default`` preset.
@@ -70,10 +66,10 @@ class NEMPConfig(ModelConfig):
     num_radial: int = 16
     pair_code_width: int = 128
     num_interactions: int = 3
-    embedding_mlp: list = _mlp_field([2, 128, 2])
-    radial_mlp: list = _mlp_field([2, 64, 2, False])
-    interaction_mlp: list = _mlp_field([2, 64, 2, False])
-    readout_mlp: list = _mlp_field([2, 128, 2, False])
+    embedding_mlp: list = dataclasses.field(default_factory=lambda: [2, 128, 2])
+    radial_mlp: list = dataclasses.field(default_factory=lambda: [2, 64, 2, False])
+    interaction_mlp: list = dataclasses.field(default_factory=lambda: [2, 64, 2, False])
+    readout_mlp: list = dataclasses.field(default_factory=lambda: [2, 128, 2, False])
     use_norm: bool = True
     use_readout_bias: bool = False
     share_rho0_row: bool = True
@@ -183,9 +179,7 @@ class NodeTensorProduct(nn.Module):
     def num_paths(self) -> int:
         return len(self.paths)
 
-    def forward(
-        self, a: torch.Tensor, v: torch.Tensor, weights: torch.Tensor
-    ) -> torch.Tensor:
+    def forward(self, a: torch.Tensor, v: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """``a [N, K1, C]``, ``v [N, K2, C]``, ``weights [N, num_paths, C]`` → ``[N, K', C]``."""
         coupling = weights[:, self.path_of] * self.cg.to(a.dtype)[None, :, None]
         products = a[:, self.k1] * v[:, self.k2] * coupling
@@ -277,7 +271,9 @@ class NEMP(AtomisticModel):
     def _contract(self, sh: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         """``sum_m Y[e, lm] f[e, lm, c]`` → ``[E, L'+1, C]``."""
         products = sh[:, :, None] * features
-        out = products.new_zeros((products.shape[0], self.config.l_max_features + 1, products.shape[2]))
+        out = products.new_zeros(
+            (products.shape[0], self.config.l_max_features + 1, products.shape[2])
+        )
         return out.index_add_(1, self.l_of_k[: sh.shape[1]], products)
 
     def atomic_energies_of(self, graph: AtomicGraph, vectors: torch.Tensor) -> torch.Tensor:
@@ -310,17 +306,21 @@ class NEMP(AtomisticModel):
 
         # layer 0
         radial = torch.sinc(frequencies * (r / c.cutoff)[:, None]) * f_cut[:, None]
-        edge_input = torch.cat(
-            [pair_weights[:, channels:] * f_cut[:, None], radial], dim=1
-        )
+        edge_input = torch.cat([pair_weights[:, channels:] * f_cut[:, None], radial], dim=1)
         x0 = self.initial_edge(edge_input).view(-1, self.edge_row + 1, channels)
-        edge_state = torch.cat([pair_weights[:, :channels] * f_cut[:, None], x0[:, self.edge_row]], dim=1)
+        edge_state = torch.cat(
+            [pair_weights[:, :channels] * f_cut[:, None], x0[:, self.edge_row]], dim=1
+        )
         invariants = [scatter_sum(x0[:, self.rho0_row], centre, n_atoms)]
-        expansion = scatter_sum(self._expand(x0[:, : c.l_max_features + 1], sh_features), centre, n_atoms)
+        expansion = scatter_sum(
+            self._expand(x0[:, : c.l_max_features + 1], sh_features), centre, n_atoms
+        )
         psi = groups.linear(expansion / norm[:, None, None], self.species_embedding) * inv_sqrt_c
-        k_centre, k_neighbor, k_node = self.coefficient_mlps[0](edge_state).view(
-            -1, 3, c.l_max_features + 1, channels
-        ).unbind(1)
+        k_centre, k_neighbor, k_node = (
+            self.coefficient_mlps[0](edge_state)
+            .view(-1, 3, c.l_max_features + 1, channels)
+            .unbind(1)
+        )
 
         tp_norm = 1.0 / (norm * norm)
         for t in range(c.num_interactions):
@@ -345,7 +345,9 @@ class NEMP(AtomisticModel):
             )
             # (g) node-space tensor product, (h) channel mixing with residual
             weights = self.path_weights[t][:, species].transpose(0, 1)
-            product = self.tensor_product(centre_expansion, virtual, weights) * tp_norm[:, None, None]
+            product = (
+                self.tensor_product(centre_expansion, virtual, weights) * tp_norm[:, None, None]
+            )
             psi = (
                 groups.linear(psi, self.mixers[t, 2]) + groups.linear(product, self.mixers[t, 1])
             ) * (inv_sqrt_c / math.sqrt(2.0))
@@ -354,9 +356,11 @@ class NEMP(AtomisticModel):
                 mean_square = psi.square().sum((1, 2)) / ((c.l_max_features + 1) * channels)
                 psi = psi * torch.rsqrt(mean_square + 1e-6)[:, None, None]
             # (j) next coefficient triplet
-            k_centre, k_neighbor, k_node = self.coefficient_mlps[t + 1](edge_state).view(
-                -1, 3, c.l_max_features + 1, channels
-            ).unbind(1)
+            k_centre, k_neighbor, k_node = (
+                self.coefficient_mlps[t + 1](edge_state)
+                .view(-1, 3, c.l_max_features + 1, channels)
+                .unbind(1)
+            )
 
         final_sh = scatter_sum(
             self._expand(k_centre + k_neighbor + k_node, sh_features), centre, n_atoms

@@ -21,7 +21,7 @@ def edge_vectors(
     edge_index: torch.Tensor,
     batch: torch.Tensor,
 ) -> torch.Tensor:
-    """``[E, 3]`` vectors ``r_ij = x_j - x_i + shift @ cell`` from centre ``i`` to neighbour ``j``, Å."""
+    """``[E, 3]`` edge vectors ``r_ij = x_j - x_i + shift @ cell``, Å, from centre i to neighbour j."""
     i, j = edge_index[0], edge_index[1]
     image = torch.einsum("ea,eab->eb", shifts, cell[batch[i]])
     return positions[j] - positions[i] + image
@@ -59,9 +59,7 @@ def conservative_outputs(
     if compute_stress:
         displacement = torch.zeros_like(cell, requires_grad=True)
         strain = 0.5 * (displacement + displacement.transpose(1, 2))
-        positions_strained = positions + torch.einsum(
-            "na,nab->nb", positions, strain[graph.batch]
-        )
+        positions_strained = positions + torch.einsum("na,nab->nb", positions, strain[graph.batch])
         cell = cell + torch.bmm(cell, strain)
     else:
         positions_strained = positions
