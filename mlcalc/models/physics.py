@@ -21,7 +21,7 @@ def edge_vectors(
     edge_index: torch.Tensor,
     batch: torch.Tensor,
 ) -> torch.Tensor:
-    """``[E, 3]`` edge vectors ``r_ij = x_j - x_i + shift @ cell``, Å, from centre i to neighbour j."""
+    """``[E, 3]`` edge vectors ``r_ij = x_j - x_i + shift @ cell`` (Å), from centre i to j."""
     i, j = edge_index[0], edge_index[1]
     image = torch.einsum("ea,eab->eb", shifts, cell[batch[i]])
     return positions[j] - positions[i] + image
