@@ -88,7 +88,7 @@ def species_index(
     """Map atomic numbers to indices in ``elements``; ``KeyError`` names unknown elements."""
     if elements is None:
         return np.zeros(len(atomic_numbers), dtype=np.int64)
-    lookup = np.full(max(max(elements), int(np.max(atomic_numbers, initial=0))) + 1, -1)
+    lookup = np.full(max(max(elements, default=0), int(np.max(atomic_numbers, initial=0))) + 1, -1)
     lookup[list(elements)] = np.arange(len(elements))
     index = lookup[atomic_numbers]
     if np.any(index < 0):
@@ -180,7 +180,7 @@ def _check_close_atoms(
 ) -> None:
     if len(distances) and distances.min() < MIN_DISTANCE:
         e = int(np.argmin(distances))
-        where = f"structure {index}: " if index else ""
+        where = f"structure {index}: "
         which = (
             f"atom {i[e]} and a periodic image of itself"
             if i[e] == j[e]
@@ -215,6 +215,8 @@ def build_graph(
         structures = [structures]
     if len(structures) == 0:
         raise ValueError("no structures given")
+    if not cutoff > 0:
+        raise ValueError(f"cutoff must be positive, got {cutoff}")
     positions, numbers, species, cells, pbcs, batch = [], [], [], [], [], []
     edge_index, shifts = [], []
     offset = 0

@@ -141,11 +141,11 @@ class SpeciesGroups:
 
     def linear(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """Per-atom ``x[n] @ weights[species[n]]`` for ``x [N, ..., C]``, ``weights [S, C, D]``."""
-        chunks = torch.split(x[self.order], self.counts)
+        chunks = torch.split(x.index_select(0, self.order), self.counts)
         mixed = [chunk @ weights[s] for s, chunk in enumerate(chunks) if len(chunk)]
         if not mixed:
             return x.new_zeros((*x.shape[:-1], weights.shape[-1]))
-        return torch.cat(mixed)[self.inverse]
+        return torch.cat(mixed).index_select(0, self.inverse)
 
 
 class AtomicEnergyReadout(nn.Module):

@@ -181,8 +181,8 @@ class NodeTensorProduct(nn.Module):
 
     def forward(self, a: torch.Tensor, v: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """``a [N, K1, C]``, ``v [N, K2, C]``, ``weights [N, num_paths, C]`` → ``[N, K', C]``."""
-        coupling = weights[:, self.path_of] * self.cg.to(a.dtype)[None, :, None]
-        products = a[:, self.k1] * v[:, self.k2] * coupling
+        coupling = weights.index_select(1, self.path_of) * self.cg.to(a.dtype)[None, :, None]
+        products = a.index_select(1, self.k1) * v.index_select(1, self.k2) * coupling
         out = a.new_zeros((a.shape[0], self.out_dim, a.shape[2]))
         return out.index_add_(1, self.kf, products)
 
@@ -266,7 +266,7 @@ class NEMP(AtomisticModel):
 
     def _expand(self, coefficients: torch.Tensor, sh: torch.Tensor) -> torch.Tensor:
         """``coefficients [E, L+1, C]`` times ``Y [E, K]`` → ``[E, K, C]`` (``K`` from ``sh``)."""
-        return coefficients[:, self.l_of_k[: sh.shape[1]]] * sh[:, :, None]
+        return coefficients.index_select(1, self.l_of_k[: sh.shape[1]]) * sh[:, :, None]
 
     def _contract(self, sh: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         """``sum_m Y[e, lm] f[e, lm, c]`` → ``[E, L'+1, C]``."""
@@ -302,7 +302,8 @@ class NEMP(AtomisticModel):
         frequencies = self.pair_frequencies(pair_code)
         pair_weights = self.pair_weights(pair_code)
         pair = species[centre] * len(c.elements) + species[neighbor]
-        frequencies, pair_weights = frequencies[pair], pair_weights[pair]
+        frequencies = frequencies.index_select(0, pair)
+        pair_weights = pair_weights.index_select(0, pair)
 
         # layer 0
         radial = torch.sinc(frequencies * (r / c.cutoff)[:, None]) * f_cut[:, None]
@@ -327,8 +328,8 @@ class NEMP(AtomisticModel):
             psi_bar = psi * self.invariant_scale[:, None]
             # (b) new edge invariant, appended to the edge state
             q = (
-                k_centre * self._contract(sh_features, psi_bar[centre])
-                + k_neighbor * self._contract(sh_features, psi_bar[neighbor])
+                k_centre * self._contract(sh_features, psi_bar.index_select(0, centre))
+                + k_neighbor * self._contract(sh_features, psi_bar.index_select(0, neighbor))
             ).sum(1) * (1.0 / math.sqrt(2.0))
             edge_state = torch.cat([edge_state, q], dim=1)
             # (c) new node invariant
@@ -341,7 +342,9 @@ class NEMP(AtomisticModel):
             centre_expansion = scatter_sum(self._expand(x_centre, sh), centre, n_atoms)
             sent = groups.linear(psi, self.mixers[t, 0]) * inv_sqrt_c
             virtual = scatter_sum(
-                x_virtual[:, self.l_of_k[:n_feat]] * sent[neighbor], centre, n_atoms
+                x_virtual.index_select(1, self.l_of_k[:n_feat]) * sent.index_select(0, neighbor),
+                centre,
+                n_atoms,
             )
             # (g) node-space tensor product, (h) channel mixing with residual
             weights = self.path_weights[t][:, species].transpose(0, 1)

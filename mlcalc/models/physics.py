@@ -23,8 +23,8 @@ def edge_vectors(
 ) -> torch.Tensor:
     """``[E, 3]`` edge vectors ``r_ij = x_j - x_i + shift @ cell`` (Å), from centre i to j."""
     i, j = edge_index[0], edge_index[1]
-    image = torch.einsum("ea,eab->eb", shifts, cell[batch[i]])
-    return positions[j] - positions[i] + image
+    image = torch.einsum("ea,eab->eb", shifts, cell.index_select(0, batch.index_select(0, i)))
+    return positions.index_select(0, j) - positions.index_select(0, i) + image
 
 
 def fully_periodic(graph: AtomicGraph) -> torch.Tensor:
