@@ -41,7 +41,7 @@ def weights_digest(metadata: Mapping[str, str], tensors: Mapping[str, torch.Tens
         tensor = tensors[name].detach().cpu().contiguous()
         header = f"\n{name}|{tensor.dtype}|{list(tensor.shape)}\n"
         digest.update(header.encode())
-        digest.update(tensor.view(torch.uint8).reshape(-1).numpy().tobytes())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 

@@ -1,0 +1,90 @@
+"""The ``mlcalc`` command line and the README's commands."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from mlcalc import __version__
+from mlcalc.cli import main
+from mlcalc.models import NEMP, NEMPConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def checkpoint(tmp_path: Path) -> Path:
+    torch.manual_seed(0)
+    model = NEMP(NEMPConfig.preset("small", elements=["O", "H"], cutoff=4.5))
+    model.set_energy_reference({"H": -13.6, "O": -2040.0}, energy_scale=0.5)
+    path = tmp_path / "model.safetensors"
+    model.save(path)
+    return path
+
+
+def test_info_prints_the_checkpoint(checkpoint: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["info", str(checkpoint), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["architecture"] == "nemp"
+    assert info["elements"] == ["H", "O"]
+    assert info["cutoff"] == 4.5
+    assert info["atomic_energies"] == {"H": -13.6, "O": -2040.0}
+    assert info["config"]["channels"] == 8
+    assert main(["info", str(checkpoint)]) == 0
+    assert "elements" in capsys.readouterr().out
+
+
+def test_info_on_a_bad_file_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a checkpoint")
+    assert main(["info", str(bad)]) == 2
+    assert "not a readable safetensors checkpoint" in capsys.readouterr().err
+    assert main(["info", str(tmp_path / "missing.safetensors")]) == 2
+    assert "not found" in capsys.readouterr().err
+
+
+def test_console_script_runs() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "mlcalc.cli", "--version"], capture_output=True, text=True
+    )
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"mlcalc {__version__}"
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```bash\n(.*?)\n```", readme, flags=re.S)
+    assert len(blocks) == 2, "the quick start has exactly two commands"
+    marker = readme.split("<!-- ci:test-command -->", 1)[1]
+    assert marker.lstrip().startswith("```bash\n" + blocks[1] + "\n```")
+    assert "pytest" in blocks[1] and "torch==2.13.0" in blocks[0] + blocks[1]
+    assert "ci:test-command" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_water_md_example_runs(tmp_path: Path) -> None:
+    """The README's main job, shortened to 4 steps."""
+    trajectory = tmp_path / "water.traj"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "examples" / "water_md.py"),
+            "--steps",
+            "4",
+            "--trajectory",
+            str(trajectory),
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "E_total" in result.stdout and "T " in result.stdout
+    assert trajectory.stat().st_size > 0
