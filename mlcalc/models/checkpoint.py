@@ -66,12 +66,22 @@ def save_checkpoint(model: AtomisticModel, path: str | PathLike) -> None:
     os.close(handle)
     try:
         save_file(tensors, temporary, metadata=metadata)
+        os.chmod(temporary, _file_mode(path))
         with open(temporary, "rb+") as stream:
             os.fsync(stream.fileno())
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def _file_mode(path: Path) -> int:
+    """Permissions for ``path``: those of the file it replaces, else 0o666 less the umask."""
+    if path.exists():
+        return path.stat().st_mode & 0o777
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def read_checkpoint(path: str | PathLike) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
@@ -90,7 +100,7 @@ def read_checkpoint(path: str | PathLike) -> tuple[dict[str, str], dict[str, tor
     if metadata.get("format") != FORMAT:
         raise CheckpointError(f"{path} is a safetensors file but not an mlcalc checkpoint")
     version = metadata.get("format_version", "")
-    if not version.isdigit() or int(version) > FORMAT_VERSION:
+    if not (version.isascii() and version.isdigit()) or int(version) > FORMAT_VERSION:
         raise CheckpointError(
             f"{path} has checkpoint format {version!r}, newer than this mlcalc "
             f"({__version__}, format {FORMAT_VERSION}) reads; upgrade mlcalc"
