@@ -5,6 +5,6 @@
 """
 
 from mlcalc._version import __version__
-from mlcalc.calculators import MLCalculator, NEMPCalculator
+from mlcalc.calculators import MLANetCalculator, MLCalculator, NEMPCalculator
 
-__all__ = ["MLCalculator", "NEMPCalculator", "__version__"]
+__all__ = ["MLANetCalculator", "MLCalculator", "NEMPCalculator", "__version__"]

@@ -21,7 +21,7 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError, 
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from mlcalc.graph import build_graph
-from mlcalc.models import NEMP, AtomisticModel, load_checkpoint
+from mlcalc.models import NEMP, AtomisticModel, MLANet, load_checkpoint
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -124,19 +124,21 @@ class MLCalculator(Calculator):
         out = self.model(graph, compute_forces=True, compute_stress=periodic)
         out = {name: value.detach() for name, value in out.items()}
         energy = float(out["energy"][0])
-        self.results = {
+        results = {
             "energy": energy,
             "free_energy": energy,
-            "energies": out["node_energy"].cpu().numpy(),
             "forces": out["forces"].cpu().double().numpy(),
         }
+        if "node_energy" in out:  # models without atomic energies leave "energies" out
+            results["energies"] = out["node_energy"].cpu().numpy()
         if periodic:
             stress = out["stress"][0].cpu().double().numpy()
-            self.results["stress"] = full_3x3_to_voigt_6_stress(stress)
-        if not all(np.all(np.isfinite(v)) for v in self.results.values()):
+            results["stress"] = full_3x3_to_voigt_6_stress(stress)
+        if not all(np.all(np.isfinite(v)) for v in results.values()):
             raise FloatingPointError(
                 "the model returned non-finite energy, forces or stress for this structure"
             )
+        self.results = results
 
 
 class NEMPCalculator(MLCalculator):
@@ -145,5 +147,21 @@ class NEMPCalculator(MLCalculator):
     model_class = NEMP
 
 
+class MLANetCalculator(MLCalculator):
+    """ASE calculator for :class:`~mlcalc.models.MLANet` models, in either force mode.
+
+    With a ``force_mode="direct"`` model, forces and stress come from the model's heads: they
+    are not derivatives of the energy (not energy-conserving), the energy is not size-extensive,
+    and per-atom ``energies`` are not available (asking for them raises
+    ``PropertyNotImplementedError``). With ``force_mode="conservative"`` it behaves like
+    :class:`NEMPCalculator`.
+    """
+
+    model_class = MLANet
+
+
 #: Architecture name → calculator class, for error messages and loaders.
-CALCULATOR_FOR: dict[str, type[MLCalculator]] = {NEMP.architecture: NEMPCalculator}
+CALCULATOR_FOR: dict[str, type[MLCalculator]] = {
+    NEMP.architecture: NEMPCalculator,
+    MLANet.architecture: MLANetCalculator,
+}

@@ -3,15 +3,21 @@ energies, forces and stress. Nothing here knows ASE calculators."""
 
 from mlcalc.models.base import AtomisticModel, ModelConfig
 from mlcalc.models.checkpoint import load_checkpoint, save_checkpoint
+from mlcalc.models.mlanet import MLANet, MLANetConfig
 from mlcalc.models.nemp import NEMP, NEMPConfig
 
 #: Architecture name (as stored in checkpoints) → model class.
-ARCHITECTURES: dict[str, type[AtomisticModel]] = {NEMP.architecture: NEMP}
+ARCHITECTURES: dict[str, type[AtomisticModel]] = {
+    NEMP.architecture: NEMP,
+    MLANet.architecture: MLANet,
+}
 
 __all__ = [
     "ARCHITECTURES",
     "NEMP",
     "AtomisticModel",
+    "MLANet",
+    "MLANetConfig",
     "ModelConfig",
     "NEMPConfig",
     "load_checkpoint",

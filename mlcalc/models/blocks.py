@@ -190,3 +190,27 @@ class AtomicEnergyReadout(nn.Module):
             self.species_scale[species] * raw + self.species_shift[species]
         )
         return self.atomic_energies[species] + scaled.double()
+
+
+class BesselBasis(nn.Module):
+    """Zeroth-order spherical Bessel radial basis (DimeNet/NequIP), used by MLANet.
+
+    ``B_n(r) = sqrt(2 / r_c) · sin(w_n r / r_c) / r`` for ``n = 1..num_basis``, with frequencies
+    ``w_n = n π``: orthonormal on ``[0, r_c]``. With ``trainable=True`` the frequencies are
+    learnable parameters (initialised to ``n π``); otherwise they are fixed. The basis does not
+    vanish at the cutoff: multiply it by an envelope.
+    """
+
+    def __init__(self, cutoff: float, num_basis: int, trainable: bool = False) -> None:
+        super().__init__()
+        self.cutoff = float(cutoff)
+        frequencies = math.pi * torch.arange(1, num_basis + 1, dtype=torch.get_default_dtype())
+        if trainable:
+            self.frequencies = nn.Parameter(frequencies)
+        else:
+            self.register_buffer("frequencies", frequencies, persistent=False)
+
+    def forward(self, r: torch.Tensor) -> torch.Tensor:
+        """Distances ``r [E]`` (Å, > 0) → ``[E, num_basis]`` basis values, Å^-3/2."""
+        prefactor = math.sqrt(2.0 / self.cutoff)
+        return prefactor * torch.sin(self.frequencies * (r / self.cutoff)[:, None]) / r[:, None]

@@ -1,0 +1,483 @@
+"""MLANet: equivariant message passing with dual-path dynamic attention (Bi et al.).
+
+Implements ``shared/docs/architecture.md`` §3. Each layer attends over the neighbours of every
+atom with scalar scores (so the softmax is invariant), mixes a gated neighbour ("value") path
+with the complementary query path, and updates the node features with a linear map, an e3nn
+gate nonlinearity and a residual. There are no per-edge Clebsch–Gordan products with ``l > 0``
+output: per-edge work is gathers, ``l⊗l→0`` dot products and elementwise products.
+
+Two force modes (``MLANetConfig.force_mode``):
+
+* ``"direct"`` (the paper's design): the energy comes from sum/mean/max pooling of invariant
+  node features followed by an MLP; forces and stress come from equivariant heads, without
+  autograd. These forces are **not** the gradient of the energy (NVE MD drifts; use a
+  thermostat) and the energy is **not** size-extensive (an n-fold supercell does not give n
+  times the energy).
+* ``"conservative"``: the energy is a sum of local atomic energies (the spec's design (L));
+  forces and stress are its derivatives (:func:`mlcalc.models.physics.conservative_outputs`).
+
+Layout: node and edge features use e3nn's flattened "mul_ir" layout of the hidden irreps
+``H = C×0e + C×1o + ... + C×(lmax)`` (natural parity): block ``l`` starts at ``C l^2`` and holds
+channel ``c``, component ``m`` at ``c (2l+1) + m``. The ``1o`` components are Cartesian
+``(x, y, z)``, as e3nn's ``l = 1`` spherical harmonics are.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from typing import ClassVar, Literal, NamedTuple
+
+import torch
+from e3nn import nn as e3nn_nn
+from e3nn import o3
+from torch import nn
+
+from mlcalc.graph import AtomicGraph
+from mlcalc.models.base import AtomisticModel, ModelConfig
+from mlcalc.models.blocks import BesselBasis, polynomial_envelope, scatter_sum
+from mlcalc.models.physics import conservative_outputs, edge_vectors, fully_periodic
+
+#: Order ``p`` of MLANet's (unsquared) polynomial cutoff envelope ``u_p(r / r_c)``.
+ENVELOPE_EXPONENT = 6
+#: Lower bound of the learnable attention temperatures.
+MIN_TEMPERATURE = 1e-2
+
+
+@dataclasses.dataclass
+class MLANetConfig(ModelConfig):
+    """Hyper-parameters of :class:`MLANet` (defaults from the spec, §3 and §4.2).
+
+    Attributes:
+        elements: chemical symbols the model handles.
+        cutoff: cutoff radius ``r_c``, Å.
+        channels: ``C``, multiplicity of every ``l`` in the hidden irreps.
+        lmax: highest ``l`` of the node features and spherical harmonics, 1, 2 or 3.
+        num_interactions: ``T``, attention layers.
+        num_heads: attention heads; each owns ``channels / num_heads`` channels.
+        num_bessel: ``N_b``, Bessel radial functions.
+        trainable_bessel: learn the Bessel frequencies (initialised to ``n π``).
+        readout_channels: ``C_r``, invariant features read out of the last layer.
+        energy_mlp_hidden: hidden widths of the energy MLP (pooled features in direct mode,
+            per-atom features in conservative mode).
+        force_mode: ``"direct"`` (force and stress heads; not energy-conserving, energy not
+            size-extensive) or ``"conservative"`` (local atomic energies, forces and stress by
+            autograd).
+        residual_scale: factor on ``h + update`` in every layer (``1`` is paper-literal).
+        degree_scaling: multiply each aggregated message by ``sum_j f_env(r_ij) /
+            avg_num_neighbors``, so that coordination numbers are not averaged away.
+        avg_num_neighbors: the constant used with ``degree_scaling``.
+        zero_net_force: direct mode: subtract each structure's mean force from its atoms.
+    """
+
+    cutoff: float = 5.0
+    channels: int = 64
+    lmax: int = 2
+    num_interactions: int = 3
+    num_heads: int = 4
+    num_bessel: int = 8
+    trainable_bessel: bool = False
+    readout_channels: int = 64
+    energy_mlp_hidden: list[int] = dataclasses.field(default_factory=lambda: [128, 64])
+    force_mode: Literal["direct", "conservative"] = "direct"
+    residual_scale: float = 1.0 / math.sqrt(2.0)
+    degree_scaling: bool = False
+    avg_num_neighbors: float = 1.0
+    zero_net_force: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.lmax not in (1, 2, 3):
+            raise ValueError(f"lmax must be 1, 2 or 3, got {self.lmax}")
+        for name in ("channels", "num_interactions", "num_heads", "num_bessel", "readout_channels"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.channels % self.num_heads:
+            raise ValueError(
+                f"channels ({self.channels}) must be a multiple of num_heads ({self.num_heads})"
+            )
+        self.energy_mlp_hidden = [int(width) for width in self.energy_mlp_hidden]
+        if any(width < 1 for width in self.energy_mlp_hidden):
+            raise ValueError(f"energy_mlp_hidden widths must be >= 1, got {self.energy_mlp_hidden}")
+        if self.force_mode not in ("direct", "conservative"):
+            raise ValueError(
+                f"force_mode must be 'direct' or 'conservative', got {self.force_mode!r}"
+            )
+        if not self.residual_scale > 0:
+            raise ValueError(f"residual_scale must be positive, got {self.residual_scale}")
+        if not self.avg_num_neighbors > 0:
+            raise ValueError(f"avg_num_neighbors must be positive, got {self.avg_num_neighbors}")
+
+
+def hidden_irreps(channels: int, lmax: int) -> o3.Irreps:
+    """``C×0e + C×1o + ... + C×(lmax)`` with natural parity ``(-1)^l``."""
+    return o3.Irreps([(channels, (l, (-1) ** l)) for l in range(lmax + 1)])
+
+
+def symmetric_matrix_basis() -> torch.Tensor:
+    """``[6, 3, 3]`` float64 map from ``0e ⊕ 2e`` (e3nn basis) to symmetric 3×3 matrices.
+
+    Row 0 is ``I / sqrt 3``; rows 1–5 are the quadratic forms ``A_m`` of the ``l = 2`` spherical
+    harmonics, ``Y_2m(u) = uᵀ A_m u``, recovered exactly by polarisation and scaled to unit
+    Frobenius norm, so that ``sum_m (D_2(R) b)_m A_m = R (sum_m b_m A_m) Rᵀ``. (e3nn's
+    ``CartesianTensor`` gives the same matrices to about 1e-8 only.)
+    """
+    eye = torch.eye(3, dtype=torch.float64)
+    plus = (eye[:, None] + eye[None, :]).reshape(9, 3)
+    minus = (eye[:, None] - eye[None, :]).reshape(9, 3)
+
+    def quadratic(x: torch.Tensor) -> torch.Tensor:
+        return o3.spherical_harmonics(2, x, normalize=False, normalization="component")
+
+    forms = ((quadratic(plus) - quadratic(minus)) / 4.0).T.reshape(5, 3, 3)
+    forms = forms / torch.linalg.norm(forms, dim=(1, 2), keepdim=True)
+    return torch.cat([eye[None] / math.sqrt(3.0), forms])
+
+
+def envelope_weighted_softmax(
+    scores: torch.Tensor, envelope: torch.Tensor, centre: torch.Tensor, num_atoms: int
+) -> torch.Tensor:
+    """``α_e = f_e exp(s_e) / sum_{e' with the same centre} f_e' exp(s_e')``, per head.
+
+    Args:
+        scores: ``[E, H]`` attention scores.
+        envelope: ``[E]`` cutoff envelope ``f_env(r)`` (zero at the cutoff).
+        centre: ``[E]`` centre atom of each edge.
+        num_atoms: ``N``.
+
+    Returns:
+        ``[E, H]`` weights summing to 1 over the edges of every centre that has an edge inside
+        the cutoff; edges at the cutoff get exactly 0.
+
+    Before ``exp``, the detached per-centre max of ``s + log f`` is subtracted. This changes
+    nothing mathematically; it avoids overflow and makes the best edge contribute exactly 1 to
+    the denominator, so the denominator cannot underflow (subtracting the max of ``s`` alone
+    can, when the best-scoring neighbour sits at the cutoff). The floor on the denominator only
+    matters for a centre whose edges all sit exactly at the cutoff, whose weights are then 0.
+    """
+    with torch.no_grad():
+        inside = (envelope > 0)[:, None]
+        logits = torch.where(inside, scores + torch.log(envelope)[:, None], -torch.inf)
+        shift = logits.new_full((num_atoms, logits.shape[1]), -torch.inf).scatter_reduce(
+            0, centre[:, None].expand_as(logits), logits, "amax"
+        )
+        shift = torch.where(torch.isfinite(shift), shift, 0.0)
+    exponent = torch.where(inside, scores - shift.index_select(0, centre), -torch.inf)
+    weights = envelope[:, None] * torch.exp(exponent)
+    norm = scatter_sum(weights, centre, num_atoms).clamp_min(0.5)
+    return weights / norm.index_select(0, centre)
+
+
+class ChannelIrreps:
+    """Per-channel views of features ``[..., dim]`` in the layout of :func:`hidden_irreps`.
+
+    Block ``l`` of a feature vector is viewed as ``[..., C, 2l+1]``; a per-channel scalar acts on
+    all ``2l+1`` components of its channel, which keeps every operation equivariant. Working on
+    the blocks avoids concatenating large per-edge tensors.
+    """
+
+    def __init__(self, channels: int, lmax: int) -> None:
+        self.channels, self.lmax = channels, lmax
+
+    def blocks(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Views ``[..., C, 2l+1]`` of the ``l = 0..lmax`` blocks of ``x [..., dim]``."""
+        c = self.channels
+        return [
+            x[..., c * l * l : c * (l + 1) ** 2].unflatten(-1, (c, 2 * l + 1))
+            for l in range(self.lmax + 1)
+        ]
+
+    @staticmethod
+    def dots(a: list[torch.Tensor], b: list[torch.Tensor]) -> torch.Tensor:
+        """``[..., lmax+1, C]`` invariants ``(1/sqrt(2l+1)) sum_m a_lmc b_lmc`` of two block lists.
+
+        ``1/sqrt(2l+1)`` is the ``l⊗l→0`` Clebsch–Gordan coefficient in e3nn's real basis.
+        """
+        pairs = enumerate(zip(a, b, strict=True))
+        return torch.stack(
+            [(a_l * b_l).sum(-1) / math.sqrt(2 * l + 1) for l, (a_l, b_l) in pairs], dim=-2
+        )
+
+
+class EdgeAttributes(NamedTuple):
+    """Geometry of the ``E`` edges of a batch, shared by all attention layers."""
+
+    centre: torch.Tensor  #: [E] centre atom i
+    neighbor: torch.Tensor  #: [E] neighbour atom j
+    envelope: torch.Tensor  #: [E] f_env(r_ij)
+    radial: torch.Tensor  #: [E, N_b] Bessel basis times f_env
+    sh: torch.Tensor  #: [E, (lmax+1)^2] spherical harmonics of u_ij, "component" norm
+
+
+class DualPathAttention(nn.Module):
+    """One MLANet layer (spec §3.2): attention, gated dual-path message, gated update."""
+
+    def __init__(
+        self, channels: int, lmax: int, num_heads: int, num_bessel: int, residual_scale: float
+    ) -> None:
+        super().__init__()
+        hidden = hidden_irreps(channels, lmax)
+        self.channels, self.num_heads = channels, num_heads
+        self.residual_scale = residual_scale
+        self.layout = ChannelIrreps(channels, lmax)
+        self.radial_linear = o3.Linear(f"{num_bessel}x0e", f"{channels}x0e")
+        self.sh_linear = o3.Linear(o3.Irreps.spherical_harmonics(lmax), hidden)
+        self.query = o3.Linear(hidden, hidden)
+        self.key = o3.Linear(hidden, hidden)
+        self.value = o3.Linear(hidden, hidden)
+        self.score_weights = nn.Parameter(torch.ones(lmax + 1, channels))
+        initial_temperature = math.sqrt(channels // num_heads * (lmax + 1))
+        self.temperature_parameter = nn.Parameter(  # softplus^-1(τ0 - min)
+            torch.full((num_heads,), math.log(math.expm1(initial_temperature - MIN_TEMPERATURE)))
+        )
+        self.gate_weights = nn.Parameter(torch.randn(lmax + 1, channels))
+        self.gate_bias = nn.Parameter(torch.zeros(channels))
+        self.gate_norm = 1.0 / math.sqrt(lmax + 1)
+        self.activation = e3nn_nn.Gate(
+            f"{channels}x0e",
+            [nn.functional.silu],
+            f"{channels * lmax}x0e",
+            [torch.sigmoid],
+            hidden[1:],
+        )
+        self.update = o3.Linear(hidden, self.activation.irreps_in)
+
+    def temperature(self) -> torch.Tensor:
+        """``[H]`` attention temperatures ``τ_h = softplus(θ_h) + 0.01``."""
+        return nn.functional.softplus(self.temperature_parameter) + MIN_TEMPERATURE
+
+    def forward(
+        self,
+        features: torch.Tensor,
+        edges: EdgeAttributes,
+        message_scale: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``features [N, dim]`` → ``(new features [N, dim], attention [E, H])``.
+
+        ``message_scale [N]`` (optional) multiplies each atom's aggregated message.
+        """
+        num_atoms = features.shape[0]
+        layout = self.layout
+        # per-edge features as lists of [E, C, 2l+1] blocks
+        edge_features = layout.blocks(self.sh_linear(edges.sh))
+        edge_features[0] = edge_features[0] + self.radial_linear(edges.radial)[:, :, None]
+        centre_queries = layout.blocks(self.query(features).index_select(0, edges.centre))
+        neighbor_keys = layout.blocks(self.key(features).index_select(0, edges.neighbor))
+        values = layout.blocks(self.value(features).index_select(0, edges.neighbor))
+        queries = [q + e for q, e in zip(centre_queries, edge_features, strict=True)]
+        keys = [k + e for k, e in zip(neighbor_keys, edge_features, strict=True)]
+
+        channel_scores = (layout.dots(queries, keys) * self.score_weights).sum(1)
+        scores = channel_scores.unflatten(1, (self.num_heads, -1)).sum(2) / self.temperature()
+        attention = envelope_weighted_softmax(scores, edges.envelope, edges.centre, num_atoms)
+
+        gate_logits = (layout.dots(values, edge_features) * self.gate_weights).sum(1)
+        gate = torch.sigmoid(gate_logits * self.gate_norm + self.gate_bias)  # [E, C]
+        # message α f_env (g ⊙ t + (1 - g) ⊙ q), with the per-channel factors combined first
+        edge_weights = (attention * edges.envelope[:, None]).repeat_interleave(
+            self.channels // self.num_heads, dim=1
+        )
+        value_weights = (edge_weights * gate)[:, :, None]
+        query_weights = (edge_weights * (1.0 - gate))[:, :, None]
+        messages = [
+            t * value_weights + q * query_weights for t, q in zip(values, queries, strict=True)
+        ]
+        aggregated = torch.cat(
+            [scatter_sum(m, edges.centre, num_atoms).flatten(1) for m in messages], dim=1
+        )
+        if message_scale is not None:
+            aggregated = aggregated * message_scale[:, None]
+        update = self.activation(self.update(aggregated))
+        return (features + update) * self.residual_scale, attention
+
+
+class DirectStressHead(nn.Module):
+    """Per-atom symmetric tensors ``W_i [N, 3, 3]`` from node features (spec §3.5).
+
+    A linear read-out gives ``0e`` (isotropic part) and, for ``lmax >= 2``, ``2e`` (traceless
+    symmetric part). For ``lmax = 1`` the ``2e`` part is the channel-summed product
+    ``1o ⊗ 1o → 2e`` of the ``1o`` features with a linear mix of themselves, which spans the
+    same functions as e3nn's ``FullyConnectedTensorProduct(C×1o, C×1o → 1×2e)`` but uses the
+    exact basis of :func:`symmetric_matrix_basis`.
+    """
+
+    def __init__(self, channels: int, lmax: int) -> None:
+        super().__init__()
+        hidden = hidden_irreps(channels, lmax)
+        self.channels = channels
+        self.products_of_vectors = lmax == 1
+        out = f"1x0e + {channels}x1o" if self.products_of_vectors else "1x0e + 1x2e"
+        self.linear = o3.Linear(hidden, out)
+        self.register_buffer("basis", symmetric_matrix_basis(), persistent=False)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        basis = self.basis.to(features.dtype)
+        out = self.linear(features)
+        if self.products_of_vectors:
+            vectors = features[:, self.channels : 4 * self.channels].unflatten(1, (-1, 3))
+            mixed = out[:, 1:].unflatten(1, (-1, 3))
+            rank2 = torch.einsum("nca,mab,ncb->nm", vectors, basis[1:], mixed)
+            out = torch.cat([out[:, :1], rank2 / math.sqrt(self.channels)], dim=1)
+        return torch.einsum("nk,kab->nab", out, basis)
+
+
+def silu_mlp(widths: list[int]) -> nn.Sequential:
+    """``Linear → SiLU → ... → Linear`` through the given widths, with biases."""
+    layers: list[nn.Module] = []
+    for index, (width_in, width_out) in enumerate(itertools.pairwise(widths)):
+        if index:
+            layers.append(nn.SiLU())
+        layers.append(nn.Linear(width_in, width_out))
+    return nn.Sequential(*layers)
+
+
+class MLANet(AtomisticModel):
+    """Dual-path dynamic-attention equivariant potential (spec §3); energies in eV.
+
+    ``forward`` returns ``energy [B]`` (float64, eV), ``forces [N, 3]`` (eV/Å), and with
+    ``compute_stress`` ``stress [B, 3, 3]`` (eV/Å³, ASE sign: positive is tensile) and
+    ``virial [B, 3, 3]`` (eV), zero for structures that are not periodic in all directions.
+
+    * ``force_mode="direct"``: ``E_g = sum_{i in g} E0_{Z_i} + σ · MLP_E([sum, mean, max]_g z)``
+      over the graph's own atoms (with the per-species affine of the shared read-out applied to
+      the graph term spread evenly over its atoms; at initialisation exactly the spec's
+      formula). Forces ``σ · Linear(h_i → 1o)`` and stress ``σ sum_i W_i / V`` come from heads
+      and are computed under the caller's grad mode, with no autograd graph on positions.
+      **The forces are not energy-conserving** (not ``-dE/dx``; NVE MD drifts, use a
+      thermostat) and **the energy is not size-extensive** (mean and max pooling do not scale
+      with a supercell): do not use it across cell sizes or on mixed-size data sets.
+    * ``force_mode="conservative"``: ``E = sum_i [E0_{Z_i} + σ (a_s MLP(z_i) + b_s)]`` (local,
+      extensive, smooth at the cutoff); also returns ``node_energy [N]``; forces and stress are
+      derivatives of the energy.
+
+    Example:
+        >>> model = MLANet(MLANetConfig(elements=["Cu"], lmax=2, force_mode="direct"))
+    """
+
+    architecture: ClassVar[str] = "mlanet"
+    config_class: ClassVar[type[ModelConfig]] = MLANetConfig
+    config: MLANetConfig
+
+    def __init__(self, config: MLANetConfig) -> None:
+        super().__init__(config)
+        c = config
+        hidden = hidden_irreps(c.channels, c.lmax)
+        self.feature_dim = hidden.dim
+        self.radial_basis = BesselBasis(c.cutoff, c.num_bessel, c.trainable_bessel)
+        self.species_embedding = nn.Embedding(len(c.elements), c.channels)
+        self.interactions = nn.ModuleList(
+            DualPathAttention(c.channels, c.lmax, c.num_heads, c.num_bessel, c.residual_scale)
+            for _ in range(c.num_interactions)
+        )
+        self.readout_features = o3.Linear(hidden, f"{c.readout_channels}x0e")
+        if c.force_mode == "direct":
+            pooled = 3 * c.readout_channels
+            self.energy_mlp = silu_mlp([pooled, *c.energy_mlp_hidden, 1])
+            self.force_head = o3.Linear(hidden, "1x1o")
+            self.stress_head = DirectStressHead(c.channels, c.lmax)
+        else:
+            self.energy_mlp = silu_mlp([c.readout_channels, *c.energy_mlp_hidden, 1])
+
+    def _edge_attributes(self, graph: AtomicGraph, vectors: torch.Tensor) -> EdgeAttributes:
+        lengths = torch.linalg.norm(vectors, dim=1)
+        envelope = polynomial_envelope(lengths, self.config.cutoff, ENVELOPE_EXPONENT)
+        sh = o3.spherical_harmonics(
+            list(range(self.config.lmax + 1)), vectors, normalize=True, normalization="component"
+        )
+        return EdgeAttributes(
+            centre=graph.edge_index[0],
+            neighbor=graph.edge_index[1],
+            envelope=envelope,
+            radial=self.radial_basis(lengths) * envelope[:, None],
+            sh=sh,
+        )
+
+    def _interactions(
+        self, graph: AtomicGraph, vectors: torch.Tensor
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Node features ``h^(0..T) [N, dim]`` and attention weights ``α^(1..T) [E, H]``."""
+        edges = self._edge_attributes(graph, vectors)
+        message_scale = None
+        if self.config.degree_scaling:
+            message_scale = (
+                scatter_sum(edges.envelope, edges.centre, graph.num_atoms)
+                / self.config.avg_num_neighbors
+            )
+        embedding = self.species_embedding(graph.species)
+        features = [nn.functional.pad(embedding, (0, self.feature_dim - self.config.channels))]
+        attention = []
+        for layer in self.interactions:
+            updated, weights = layer(features[-1], edges, message_scale)
+            features.append(updated)
+            attention.append(weights)
+        return features, attention
+
+    def _atomic_energies(self, graph: AtomicGraph, vectors: torch.Tensor) -> torch.Tensor:
+        """Conservative mode: ``[N]`` local atomic energies (float64, eV)."""
+        features = self._interactions(graph, vectors)[0][-1]
+        raw = self.energy_mlp(self.readout_features(features)).squeeze(1)
+        return self.readout(raw, graph.species)
+
+    def _pooled_energy(self, graph: AtomicGraph, features: torch.Tensor) -> torch.Tensor:
+        """Direct mode: ``[B]`` energies (float64, eV) from sum/mean/max pooling per graph."""
+        invariants = self.readout_features(features)
+        num_graphs, batch = graph.num_graphs, graph.batch
+        counts = graph.atoms_per_graph()
+        pooled_sum = scatter_sum(invariants, batch, num_graphs)
+        pooled_mean = pooled_sum / counts.clamp_min(1)[:, None]
+        pooled_max = invariants.new_zeros(pooled_sum.shape).scatter_reduce(
+            0, batch[:, None].expand_as(invariants), invariants, "amax", include_self=False
+        )
+        graph_term = self.energy_mlp(torch.cat([pooled_sum, pooled_mean, pooled_max], 1))
+        share = (graph_term.squeeze(1) / counts.clamp_min(1)).index_select(0, batch)
+        atom_terms = self.readout(share, graph.species)
+        return atom_terms.new_zeros(num_graphs).index_add_(0, batch, atom_terms)
+
+    def _direct_forces(self, graph: AtomicGraph, features: torch.Tensor) -> torch.Tensor:
+        """Direct mode: ``[N, 3]`` forces (eV/Å) from the equivariant ``1o`` head."""
+        forces = self.force_head(features) * self.readout.energy_scale
+        if self.config.zero_net_force:
+            counts = graph.atoms_per_graph().clamp_min(1)
+            mean = scatter_sum(forces, graph.batch, graph.num_graphs) / counts[:, None]
+            forces = forces - mean.index_select(0, graph.batch)
+        return forces
+
+    def _direct_stress(self, graph: AtomicGraph, features: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Direct mode: ``stress`` (eV/Å³) and ``virial`` (eV) ``[B, 3, 3]`` from per-atom
+        tensors; zero for graphs that are not fully periodic."""
+        atomic = self.stress_head(features) * self.readout.energy_scale
+        total = scatter_sum(atomic, graph.batch, graph.num_graphs)
+        periodic = fully_periodic(graph)
+        volume = torch.where(
+            periodic, torch.linalg.det(graph.cell).abs(), torch.ones_like(graph.cell[:, 0, 0])
+        )
+        mask = periodic[:, None, None].to(total.dtype)
+        return {"stress": total / volume[:, None, None] * mask, "virial": -total * mask}
+
+    def forward(
+        self,
+        graph: AtomicGraph,
+        compute_forces: bool = True,
+        compute_stress: bool = False,
+        training: bool = False,
+    ) -> dict[str, torch.Tensor]:
+        """Energies (eV), forces (eV/Å) and stress (eV/Å³) of a batch; see the class docstring.
+
+        ``training`` keeps the autograd graph of conservative forces and stress for a loss; in
+        direct mode the heads already run under the caller's grad mode and it has no effect.
+        """
+        if self.config.force_mode == "conservative":
+            return conservative_outputs(
+                self._atomic_energies, graph, compute_forces, compute_stress, training
+            )
+        vectors = edge_vectors(
+            graph.positions, graph.cell, graph.shifts, graph.edge_index, graph.batch
+        )
+        features = self._interactions(graph, vectors)[0][-1]
+        out = {"energy": self._pooled_energy(graph, features)}
+        if compute_forces:
+            out["forces"] = self._direct_forces(graph, features)
+        if compute_stress:
+            out.update(self._direct_stress(graph, features))
+        return out
