@@ -82,9 +82,7 @@ class AtomicGraph:
         return AtomicGraph(**moved)
 
 
-def species_index(
-    atomic_numbers: np.ndarray, elements: Sequence[int] | None
-) -> np.ndarray:
+def species_index(atomic_numbers: np.ndarray, elements: Sequence[int] | None) -> np.ndarray:
     """Map atomic numbers to indices in ``elements``; ``KeyError`` names unknown elements."""
     if elements is None:
         return np.zeros(len(atomic_numbers), dtype=np.int64)
@@ -175,9 +173,7 @@ def neighbor_list(
     )
 
 
-def _check_close_atoms(
-    i: np.ndarray, j: np.ndarray, distances: np.ndarray, index: int
-) -> None:
+def _check_close_atoms(i: np.ndarray, j: np.ndarray, distances: np.ndarray, index: int) -> None:
     if len(distances) and distances.min() < MIN_DISTANCE:
         e = int(np.argmin(distances))
         where = f"structure {index}: "

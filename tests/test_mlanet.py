@@ -19,6 +19,7 @@ from ase.md.langevin import Langevin
 from ase.md.verlet import VelocityVerlet
 from ase.optimize import BFGS
 from e3nn import o3
+from helpers import crystal, ethanol, evaluate, random_orthogonal
 
 from mlcalc import MLANetCalculator, NEMPCalculator
 from mlcalc.graph import AtomicGraph, build_graph
@@ -63,35 +64,6 @@ def make_model(force_mode: str = "direct", lmax: int = 2, seed: int = 0, **overr
 def shared_model(force_mode: str, lmax: int = 2) -> MLANet:
     """One model per (mode, lmax) for the whole module; tests must not modify it."""
     return make_model(force_mode, lmax)
-
-
-def evaluate(model: MLANet, structures, stress: bool = False) -> dict[str, np.ndarray]:
-    graph = build_graph(structures, model.cutoff, model.atomic_numbers)
-    out = model(graph, compute_forces=True, compute_stress=stress)
-    return {k: v.detach().numpy() for k, v in out.items()}
-
-
-def random_orthogonal(seed: int, improper: bool) -> np.ndarray:
-    from scipy.spatial.transform import Rotation
-
-    rotation = Rotation.random(random_state=seed).as_matrix()
-    return -rotation if improper else rotation
-
-
-def crystal(seed: int = 0) -> Atoms:
-    """Triclinic 4-atom C/O cell, shorter than the cutoff, rattled."""
-    atoms = bulk("C", "diamond", a=3.6) * (2, 1, 1)
-    atoms.symbols[[1, 3]] = "O"
-    cell = atoms.cell[:] + np.random.default_rng(seed).normal(0.0, 0.2, (3, 3))
-    atoms.set_cell(cell, scale_atoms=True)
-    atoms.rattle(0.1, seed=seed)
-    return atoms
-
-
-def ethanol() -> Atoms:
-    atoms = molecule("CH3CH2OH")
-    atoms.rattle(0.05, seed=3)
-    return atoms
 
 
 def rotated(atoms: Atoms, rotation: np.ndarray, translation=(1.3, -2.1, 0.7)) -> Atoms:

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 from ase import Atoms
-from ase.build import bulk, molecule
+from ase.build import molecule
 from e3nn import o3
+from helpers import crystal, ethanol, evaluate, random_orthogonal
 
 from mlcalc.graph import build_graph
 from mlcalc.models import NEMP, NEMPConfig
@@ -24,35 +25,6 @@ def make_model(seed: int = 0, **overrides) -> NEMP:
     model = NEMP(config).double()
     model.set_energy_reference({"H": -13.6, "C": -1030.0, "O": -2040.0}, energy_scale=0.7)
     return model
-
-
-def evaluate(model: NEMP, structures, stress: bool = False) -> dict[str, np.ndarray]:
-    graph = build_graph(structures, model.cutoff, model.atomic_numbers)
-    out = model(graph, compute_forces=True, compute_stress=stress)
-    return {k: v.detach().numpy() for k, v in out.items()}
-
-
-def random_orthogonal(seed: int, improper: bool) -> np.ndarray:
-    from scipy.spatial.transform import Rotation
-
-    rotation = Rotation.random(random_state=seed).as_matrix()
-    return -rotation if improper else rotation
-
-
-def crystal(seed: int = 0) -> Atoms:
-    """Triclinic, 2-species periodic cell with a rattle."""
-    atoms = bulk("C", "diamond", a=3.6) * (2, 1, 1)
-    atoms.symbols[[1, 3]] = "O"
-    cell = atoms.cell[:] + np.random.default_rng(seed).normal(0.0, 0.2, (3, 3))
-    atoms.set_cell(cell, scale_atoms=True)
-    atoms.rattle(0.1, seed=seed)
-    return atoms
-
-
-def ethanol() -> Atoms:
-    atoms = molecule("CH3CH2OH")
-    atoms.rattle(0.05, seed=3)
-    return atoms
 
 
 # T0: basis conventions the models rely on

@@ -48,9 +48,26 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         self.elements = normalize_elements(self.elements)
-        if not self.cutoff > 0:
-            raise ValueError(f"cutoff must be positive, got {self.cutoff}")
+        self.require_positive("cutoff")
         self.cutoff = float(self.cutoff)
+
+    def require_at_least_one(self, *names: str) -> None:
+        """``ValueError`` unless each named integer field is >= 1."""
+        for name in names:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+    def require_positive(self, *names: str) -> None:
+        """``ValueError`` unless each named number field is > 0."""
+        for name in names:
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+
+    def require_choice(self, name: str, choices: tuple[str, ...]) -> None:
+        """``ValueError`` unless the named field is one of ``choices``."""
+        if getattr(self, name) not in choices:
+            options = " or ".join(repr(c) for c in choices)
+            raise ValueError(f"{name} must be {options}, got {getattr(self, name)!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -37,7 +37,7 @@ from torch import nn
 from mlcalc.graph import AtomicGraph
 from mlcalc.models.base import AtomisticModel, ModelConfig
 from mlcalc.models.blocks import BesselBasis, polynomial_envelope, scatter_sum
-from mlcalc.models.physics import conservative_outputs, edge_vectors, fully_periodic
+from mlcalc.models.physics import conservative_outputs, edge_vectors, stress_and_virial
 
 #: Order ``p`` of MLANet's (unsquared) polynomial cutoff envelope ``u_p(r / r_c)``.
 ENVELOPE_EXPONENT = 6
@@ -90,9 +90,9 @@ class MLANetConfig(ModelConfig):
         super().__post_init__()
         if self.lmax not in (1, 2, 3):
             raise ValueError(f"lmax must be 1, 2 or 3, got {self.lmax}")
-        for name in ("channels", "num_interactions", "num_heads", "num_bessel", "readout_channels"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        self.require_at_least_one(
+            "channels", "num_interactions", "num_heads", "num_bessel", "readout_channels"
+        )
         if self.channels % self.num_heads:
             raise ValueError(
                 f"channels ({self.channels}) must be a multiple of num_heads ({self.num_heads})"
@@ -100,14 +100,8 @@ class MLANetConfig(ModelConfig):
         self.energy_mlp_hidden = [int(width) for width in self.energy_mlp_hidden]
         if any(width < 1 for width in self.energy_mlp_hidden):
             raise ValueError(f"energy_mlp_hidden widths must be >= 1, got {self.energy_mlp_hidden}")
-        if self.force_mode not in ("direct", "conservative"):
-            raise ValueError(
-                f"force_mode must be 'direct' or 'conservative', got {self.force_mode!r}"
-            )
-        if not self.residual_scale > 0:
-            raise ValueError(f"residual_scale must be positive, got {self.residual_scale}")
-        if not self.avg_num_neighbors > 0:
-            raise ValueError(f"avg_num_neighbors must be positive, got {self.avg_num_neighbors}")
+        self.require_choice("force_mode", ("direct", "conservative"))
+        self.require_positive("residual_scale", "avg_num_neighbors")
 
 
 def hidden_irreps(channels: int, lmax: int) -> o3.Irreps:
@@ -447,13 +441,7 @@ class MLANet(AtomisticModel):
         """Direct mode: ``stress`` (eV/Å³) and ``virial`` (eV) ``[B, 3, 3]`` from per-atom
         tensors; zero for graphs that are not fully periodic."""
         atomic = self.stress_head(features) * self.readout.energy_scale
-        total = scatter_sum(atomic, graph.batch, graph.num_graphs)
-        periodic = fully_periodic(graph)
-        volume = torch.where(
-            periodic, torch.linalg.det(graph.cell).abs(), torch.ones_like(graph.cell[:, 0, 0])
-        )
-        mask = periodic[:, None, None].to(total.dtype)
-        return {"stress": total / volume[:, None, None] * mask, "virial": -total * mask}
+        return stress_and_virial(scatter_sum(atomic, graph.batch, graph.num_graphs), graph)
 
     def forward(
         self,

@@ -115,17 +115,11 @@ class NEMPConfig(ModelConfig):
             raise ValueError(
                 f"need 0 <= l_max_features <= l_max, got {self.l_max_features} and {self.l_max}"
             )
-        for name in ("channels", "num_radial", "pair_code_width", "num_interactions"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.envelope_exponent < 1:
-            raise ValueError(f"envelope_exponent must be >= 1, got {self.envelope_exponent}")
-        if self.neighbor_norm not in ("smooth_count", "constant"):
-            raise ValueError(
-                f"neighbor_norm must be 'smooth_count' or 'constant', got {self.neighbor_norm!r}"
-            )
-        if not self.avg_num_neighbors > 0:
-            raise ValueError(f"avg_num_neighbors must be positive, got {self.avg_num_neighbors}")
+        self.require_at_least_one(
+            "channels", "num_radial", "pair_code_width", "num_interactions", "envelope_exponent"
+        )
+        self.require_choice("neighbor_norm", ("smooth_count", "constant"))
+        self.require_positive("avg_num_neighbors")
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> NEMPConfig:

@@ -32,6 +32,25 @@ def fully_periodic(graph: AtomicGraph) -> torch.Tensor:
     return graph.pbc.all(dim=1)
 
 
+def stress_and_virial(
+    strain_derivative: torch.Tensor, graph: AtomicGraph
+) -> dict[str, torch.Tensor]:
+    """``stress = (dE/d eps) / V`` (eV/Å³) and ``virial = -dE/d eps`` (eV), both ``[B, 3, 3]``.
+
+    ``strain_derivative [B, 3, 3]`` is ``dE/d eps`` per graph (eV); graphs that are not periodic
+    in all three directions get zeros.
+    """
+    periodic = fully_periodic(graph)
+    volume = torch.where(
+        periodic, torch.linalg.det(graph.cell).abs(), torch.ones_like(graph.cell[:, 0, 0])
+    )
+    mask = periodic[:, None, None].to(strain_derivative.dtype)
+    return {
+        "stress": strain_derivative / volume[:, None, None] * mask,
+        "virial": -strain_derivative * mask,
+    }
+
+
 def conservative_outputs(
     atomic_energy_fn: Callable[[AtomicGraph, torch.Tensor], torch.Tensor],
     graph: AtomicGraph,
@@ -83,12 +102,5 @@ def conservative_outputs(
     if compute_forces:
         out["forces"] = -grads[0]
     if compute_stress:
-        de_dstrain = grads[-1]
-        periodic = fully_periodic(graph)
-        volume = torch.where(
-            periodic, torch.linalg.det(graph.cell).abs(), torch.ones_like(graph.cell[:, 0, 0])
-        )
-        mask = periodic[:, None, None].to(de_dstrain.dtype)
-        out["stress"] = de_dstrain / volume[:, None, None] * mask
-        out["virial"] = -de_dstrain * mask
+        out.update(stress_and_virial(grads[-1], graph))
     return out

@@ -1,0 +1,40 @@
+"""Structures and helpers shared by the model test files."""
+
+from __future__ import annotations
+
+import numpy as np
+from ase import Atoms
+from ase.build import bulk, molecule
+from scipy.spatial.transform import Rotation
+
+from mlcalc.graph import build_graph
+from mlcalc.models import AtomisticModel
+
+
+def evaluate(model: AtomisticModel, structures, stress: bool = False) -> dict[str, np.ndarray]:
+    """Model outputs (forces always, stress on request) as numpy arrays."""
+    graph = build_graph(structures, model.cutoff, model.atomic_numbers)
+    out = model(graph, compute_forces=True, compute_stress=stress)
+    return {k: v.detach().numpy() for k, v in out.items()}
+
+
+def random_orthogonal(seed: int, improper: bool) -> np.ndarray:
+    """A random rotation matrix, times -1 (inversion included) when ``improper``."""
+    rotation = Rotation.random(random_state=seed).as_matrix()
+    return -rotation if improper else rotation
+
+
+def crystal(seed: int = 0) -> Atoms:
+    """Triclinic 4-atom C/O cell, shorter than a 4 Å cutoff, rattled."""
+    atoms = bulk("C", "diamond", a=3.6) * (2, 1, 1)
+    atoms.symbols[[1, 3]] = "O"
+    cell = atoms.cell[:] + np.random.default_rng(seed).normal(0.0, 0.2, (3, 3))
+    atoms.set_cell(cell, scale_atoms=True)
+    atoms.rattle(0.1, seed=seed)
+    return atoms
+
+
+def ethanol() -> Atoms:
+    atoms = molecule("CH3CH2OH")
+    atoms.rattle(0.05, seed=3)
+    return atoms
