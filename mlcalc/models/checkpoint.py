@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from os import PathLike
 from pathlib import Path
@@ -22,6 +20,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from mlcalc._version import __version__
+from mlcalc.atomic import atomic_path
 from mlcalc.models.base import AtomisticModel
 
 FORMAT = "mlcalc"
@@ -47,7 +46,6 @@ def weights_digest(metadata: Mapping[str, str], tensors: Mapping[str, torch.Tens
 
 def save_checkpoint(model: AtomisticModel, path: str | PathLike) -> None:
     """Write ``model`` to ``path`` atomically (temporary file in the same folder, then rename)."""
-    path = Path(path)
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     metadata = {
         "format": FORMAT,
@@ -61,27 +59,8 @@ def save_checkpoint(model: AtomisticModel, path: str | PathLike) -> None:
         "mlcalc_version": __version__,
     }
     metadata["sha256"] = weights_digest(metadata, tensors)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        save_file(tensors, temporary, metadata=metadata)
-        os.chmod(temporary, _file_mode(path))
-        with open(temporary, "rb+") as stream:
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def _file_mode(path: Path) -> int:
-    """Permissions for ``path``: those of the file it replaces, else 0o666 less the umask."""
-    if path.exists():
-        return path.stat().st_mode & 0o777
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
+    with atomic_path(path) as temporary:
+        save_file(tensors, str(temporary), metadata=metadata)
 
 
 def read_checkpoint(path: str | PathLike) -> tuple[dict[str, str], dict[str, torch.Tensor]]:

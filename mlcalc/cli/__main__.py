@@ -1,0 +1,5 @@
+import sys
+
+from mlcalc.cli import main
+
+sys.exit(main())

@@ -1,0 +1,60 @@
+"""Arguments and helpers shared by the workflow subcommands."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from ase import Atoms
+from ase.calculators.calculator import Calculator
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--model``, ``--device``, ``--dtype`` and ``--out``."""
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="a .safetensors checkpoint, or 'emt' for ASE's EMT potential",
+    )
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    parser.add_argument(
+        "--dtype", default="float64", choices=["float32", "float64"], help="default: float64"
+    )
+    parser.add_argument("--out", default=".", type=Path, help="output folder (created)")
+
+
+def calculator_from_args(args: argparse.Namespace) -> Calculator:
+    """The ASE calculator named by ``--model`` (checkpoint path or ``emt``)."""
+    if args.model.lower() == "emt":
+        from ase.calculators.emt import EMT
+
+        return EMT()
+    from mlcalc.calculators import CALCULATOR_FOR
+    from mlcalc.models import load_checkpoint
+
+    path = Path(args.model)
+    if not path.is_file():
+        raise FileNotFoundError(f"--model {args.model}: no such checkpoint file (or use 'emt')")
+    model = load_checkpoint(path)
+    return CALCULATOR_FOR[model.architecture](model, device=args.device, dtype=args.dtype)
+
+
+def read_structure(path: str | Path, index: Any = -1) -> Atoms:
+    """One structure from any ASE-readable file (the last frame by default)."""
+    from ase.io import read
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"structure file not found: {path}")
+    return read(path, index=index)
+
+
+def write_outputs(result: Any, out: Path, stem: str) -> list[Path]:
+    """``result.json``, ``STEM.csv`` and ``STEM.png`` in ``out``; returns the paths."""
+    paths = [out / "result.json", out / f"{stem}.csv", out / f"{stem}.png"]
+    result.to_json(paths[0])
+    result.to_csv(paths[1])
+    result.plot(paths[2])
+    for path in paths:
+        print(f"wrote {path}")
+    return paths

@@ -1,0 +1,9 @@
+"""Property workflows that take any ASE calculator (mlcalc's, EMT, MACE, ...).
+
+Each function takes the structure(s) and a calculator first, options as keywords, and returns a
+:class:`~mlcalc.workflows.result.WorkflowResult` with ``to_json``, ``to_csv`` and ``plot``.
+"""
+
+from mlcalc.workflows.result import WorkflowResult
+
+__all__ = ["WorkflowResult"]
