@@ -4,6 +4,16 @@ Each function takes the structure(s) and a calculator first, options as keywords
 :class:`~mlcalc.workflows.result.WorkflowResult` with ``to_json``, ``to_csv`` and ``plot``.
 """
 
+from mlcalc.workflows.dimer import DimerCurve, DimerResult, dimer_scan
+from mlcalc.workflows.eos import EOSFit, EVResult, ev_curve
 from mlcalc.workflows.result import WorkflowResult
 
-__all__ = ["WorkflowResult"]
+__all__ = [
+    "DimerCurve",
+    "DimerResult",
+    "EOSFit",
+    "EVResult",
+    "WorkflowResult",
+    "dimer_scan",
+    "ev_curve",
+]
