@@ -15,14 +15,10 @@ import numpy as np
 import torch
 from ase import units
 from ase.io import Trajectory
+from ase.md import thermalize_momenta
 from ase.md.langevin import Langevin
 
 from mlcalc import NEMPCalculator
-
-try:
-    from ase.md import thermalize_momenta  # ASE >= 3.29
-except ImportError:
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution as thermalize_momenta
 from mlcalc.models import NEMP, NEMPConfig
 from mlcalc.structures import water_box
 

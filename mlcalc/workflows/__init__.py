@@ -6,6 +6,15 @@ Each function takes the structure(s) and a calculator first, options as keywords
 
 from mlcalc.workflows.dimer import DimerCurve, DimerResult, dimer_scan
 from mlcalc.workflows.eos import EOSFit, EVResult, ev_curve
+from mlcalc.workflows.layers import (
+    ExfoliationResult,
+    LineCut,
+    SlidingResult,
+    exfoliation_curve,
+    sliding_pes,
+)
+from mlcalc.workflows.pair_distribution import RDFResult, rdf
+from mlcalc.workflows.reaction_path import NEBResult, neb
 from mlcalc.workflows.result import WorkflowResult
 
 __all__ = [
@@ -13,7 +22,16 @@ __all__ = [
     "DimerResult",
     "EOSFit",
     "EVResult",
+    "ExfoliationResult",
+    "LineCut",
+    "NEBResult",
+    "RDFResult",
+    "SlidingResult",
     "WorkflowResult",
     "dimer_scan",
     "ev_curve",
+    "exfoliation_curve",
+    "neb",
+    "rdf",
+    "sliding_pes",
 ]
