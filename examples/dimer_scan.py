@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from ase.calculators.emt import EMT
 
-from mlcalc.workflows.dimer import dimer_scan
+from mlcalc.workflows import dimer_scan
 
 
 def main() -> None:

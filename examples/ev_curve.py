@@ -15,7 +15,7 @@ from pathlib import Path
 from ase.build import bulk
 from ase.calculators.emt import EMT
 
-from mlcalc.workflows.eos import ev_curve
+from mlcalc.workflows import ev_curve
 
 
 def main() -> None:

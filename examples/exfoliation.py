@@ -19,7 +19,7 @@ from ase.build import graphene
 from ase.calculators.lj import LennardJones
 
 from mlcalc import NEMPCalculator
-from mlcalc.workflows.layers import exfoliation_curve
+from mlcalc.workflows import exfoliation_curve
 
 
 def bilayer_graphene(shift: tuple[float, float], distance: float = 3.4) -> Atoms:

@@ -16,7 +16,7 @@ from ase.calculators.emt import EMT
 from ase.constraints import FixAtoms
 from ase.io import write
 
-from mlcalc.workflows.reaction_path import neb
+from mlcalc.workflows import neb
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ from ase.io import write
 from ase.md import thermalize_momenta  # ASE >= 3.29
 from ase.md.verlet import VelocityVerlet
 
-from mlcalc.workflows.pair_distribution import rdf
+from mlcalc.workflows import rdf
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from ase.calculators.lj import LennardJones
 
 from mlcalc import NEMPCalculator
-from mlcalc.workflows.layers import sliding_pes
+from mlcalc.workflows import sliding_pes
 
 # run from anywhere: the bilayer builder lives next to this script
 from exfoliation import bilayer_graphene  # isort: skip
