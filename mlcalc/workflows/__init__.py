@@ -5,7 +5,9 @@ Each function takes the structure(s) and a calculator first, options as keywords
 """
 
 from mlcalc.workflows.dimer import DimerCurve, DimerResult, dimer_scan
+from mlcalc.workflows.dynamics import MDResult, RelaxResult, md, relax
 from mlcalc.workflows.eos import EOSFit, EVResult, ev_curve
+from mlcalc.workflows.lattice_dynamics import PhononResult, phonons
 from mlcalc.workflows.layers import (
     ExfoliationResult,
     LineCut,
@@ -24,14 +26,20 @@ __all__ = [
     "EVResult",
     "ExfoliationResult",
     "LineCut",
+    "MDResult",
     "NEBResult",
+    "PhononResult",
     "RDFResult",
+    "RelaxResult",
     "SlidingResult",
     "WorkflowResult",
     "dimer_scan",
     "ev_curve",
     "exfoliation_curve",
+    "md",
     "neb",
+    "phonons",
     "rdf",
+    "relax",
     "sliding_pes",
 ]
