@@ -6,11 +6,15 @@
 
 Units: energy eV, forces eV/Å, stress eV/Å³ in ASE's sign convention and Voigt order
 ``[xx, yy, zz, yz, xz, xy]``. Stress exists only for structures periodic in all directions.
+
+For molecular dynamics, ``skin=1.0`` (Å) reuses the neighbour list between steps; for
+screening, ``calc.calculate_batch(structures)`` evaluates many structures per forward pass.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from os import PathLike
 from typing import Any, ClassVar
 
@@ -20,7 +24,7 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 
-from mlcalc.graph import build_graph
+from mlcalc.graph import AtomicGraph, NeighborBackend, NeighborCache, build_graph
 from mlcalc.models import NEMP, AtomisticModel, MLANet, load_checkpoint
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -55,6 +59,15 @@ class MLCalculator(Calculator):
             cast to ``dtype``, in eval mode), so the caller's module is left as it was.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; default CUDA when available.
         dtype: ``"float32"`` or ``"float64"``; default the model's dtype.
+        skin: Verlet skin of the neighbour list, Å. With ``skin > 0`` the list is built at
+            ``cutoff + skin`` and reused until an atom has moved more than ``skin / 2`` or the
+            cell, periodicity or atoms change (see :class:`~mlcalc.graph.NeighborCache`); the
+            model sees exactly the edges of a fresh build, so results agree with ``skin=0`` to
+            rounding (~1e-15 relative: only the order of the edges differs). Default ``0``
+            (rebuild whenever anything moved): single points, relaxations and NEB gain
+            nothing from a skin and would pay for a larger list; use about ``1.0`` in MD.
+        backend: neighbour-list implementation, ``"vesin"`` (default, faster) or
+            ``"matscipy"``.
     """
 
     implemented_properties: ClassVar[list[str]] = [
@@ -71,6 +84,8 @@ class MLCalculator(Calculator):
         model: AtomisticModel,
         device: torch.device | str | None = None,
         dtype: str | torch.dtype | None = None,
+        skin: float = 0.0,
+        backend: NeighborBackend = "vesin",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -79,6 +94,8 @@ class MLCalculator(Calculator):
         self.dtype = resolve_dtype(dtype, model)
         self.model = copy.deepcopy(model).to(device=self.device, dtype=self.dtype).eval()
         self.model.requires_grad_(False)
+        self.backend = backend
+        self.neighbors = NeighborCache(self.model.cutoff, skin=skin, backend=backend)
 
     @classmethod
     def _check_architecture(cls, model: AtomisticModel, what: str) -> None:
@@ -118,27 +135,68 @@ class MLCalculator(Calculator):
                 f"stress needs a structure periodic in all three directions "
                 f"(pbc={self.atoms.pbc.tolist()})"
             )
-        graph = build_graph(
-            self.atoms, self.model.cutoff, self.model.atomic_numbers, dtype=self.dtype
-        ).to(self.device)
-        out = self.model(graph, compute_forces=True, compute_stress=periodic)
-        out = {name: value.detach() for name, value in out.items()}
-        energy = float(out["energy"][0])
-        results = {
-            "energy": energy,
-            "free_energy": energy,
-            "forces": out["forces"].cpu().double().numpy(),
-        }
-        if "node_energy" in out:  # models without atomic energies leave "energies" out
-            results["energies"] = out["node_energy"].cpu().numpy()
-        if periodic:
-            stress = out["stress"][0].cpu().double().numpy()
-            results["stress"] = full_3x3_to_voigt_6_stress(stress)
-        if not all(np.all(np.isfinite(v)) for v in results.values()):
-            raise FloatingPointError(
-                "the model returned non-finite energy, forces or stress for this structure"
+        graph = self.neighbors.graph(self.atoms, self.model.atomic_numbers, dtype=self.dtype)
+        (self.results,) = self._evaluate(graph)
+
+    def calculate_batch(
+        self, structures: Sequence[Atoms], max_atoms_per_batch: int = 4096
+    ) -> list[dict[str, Any]]:
+        """Evaluate many structures, several per forward pass; the ASE cache is not touched.
+
+        Consecutive structures are grouped into batches of at most ``max_atoms_per_batch``
+        atoms (a larger structure is evaluated alone). Results equal one-at-a-time
+        :meth:`calculate` to rounding.
+
+        Returns:
+            One dict per structure, in order, with ``energy`` and ``free_energy`` (eV),
+            ``forces [N, 3]`` (eV/Å), ``energies [N]`` (eV; models with atomic energies only)
+            and, for structures periodic in all directions, ``stress [6]`` (eV/Å³, Voigt).
+        """
+        if max_atoms_per_batch < 1:
+            raise ValueError(f"max_atoms_per_batch must be positive, got {max_atoms_per_batch}")
+        batches: list[list[Atoms]] = []
+        atoms_in_last = 0
+        for atoms in structures:
+            if not batches or atoms_in_last + len(atoms) > max_atoms_per_batch:
+                batches.append([])
+                atoms_in_last = 0
+            batches[-1].append(atoms)
+            atoms_in_last += len(atoms)
+        results: list[dict[str, Any]] = []
+        for batch in batches:
+            graph = build_graph(
+                batch, self.model.cutoff, self.model.atomic_numbers, self.dtype, self.backend
             )
-        self.results = results
+            results.extend(self._evaluate(graph, first_index=len(results)))
+        return results
+
+    def _evaluate(self, graph: AtomicGraph, first_index: int = 0) -> list[dict[str, Any]]:
+        """Results of each structure of ``graph`` (numbered from ``first_index`` in errors)."""
+        periodic = graph.pbc.all(dim=1).tolist()
+        out = self.model(graph.to(self.device), compute_forces=True, compute_stress=any(periodic))
+        out = {name: value.detach().cpu() for name, value in out.items()}
+        bounds = np.cumsum([0, *graph.atoms_per_graph().tolist()])
+        results = []
+        for b, fully_periodic in enumerate(periodic):
+            atoms = slice(bounds[b], bounds[b + 1])
+            energy = float(out["energy"][b])
+            result: dict[str, Any] = {
+                "energy": energy,
+                "free_energy": energy,
+                "forces": out["forces"][atoms].double().numpy(),
+            }
+            if "node_energy" in out:  # models without atomic energies leave "energies" out
+                result["energies"] = out["node_energy"][atoms].numpy()
+            if fully_periodic:
+                stress = out["stress"][b].double().numpy()
+                result["stress"] = full_3x3_to_voigt_6_stress(stress)
+            if not all(np.all(np.isfinite(v)) for v in result.values()):
+                raise FloatingPointError(
+                    f"the model returned non-finite energy, forces or stress for structure "
+                    f"{first_index + b}"
+                )
+            results.append(result)
+        return results
 
 
 class NEMPCalculator(MLCalculator):

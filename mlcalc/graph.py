@@ -11,18 +11,27 @@ Conventions (see ``docs/conventions.md``):
   full (both ``(i, j)`` and ``(j, i)``) and includes periodic images of ``i`` itself;
 * the edge vector is ``r_ij = x_j - x_i + shift @ cell`` and points from ``i`` to ``j``;
   positions are never wrapped, the integer shifts account for images.
+
+Neighbour lists come from vesin (default, about 2.5x faster here) or matscipy; both give the
+same set of ``(i, j, S)``. :class:`NeighborCache` reuses one structure's list between calls
+(Verlet skin), for calculators in molecular dynamics.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
+from typing import Literal, get_args
 
 import numpy as np
 import torch
+import vesin
 from ase import Atoms
 from ase.data import chemical_symbols
 from matscipy.neighbours import neighbour_list
+
+#: Neighbour-list implementations selectable by ``backend=``.
+NeighborBackend = Literal["vesin", "matscipy"]
 
 #: Two atoms closer than this (Å) are refused as unphysical input.
 MIN_DISTANCE = 0.1
@@ -140,30 +149,61 @@ def _search_cell(
     return search, origin
 
 
+def _check_backend(backend: str) -> None:
+    if backend not in get_args(NeighborBackend):
+        raise ValueError(
+            f"unknown neighbour-list backend {backend!r}; "
+            f"choose one of {', '.join(get_args(NeighborBackend))}"
+        )
+
+
 def neighbor_list(
-    positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, cutoff: float
+    positions: np.ndarray,
+    cell: np.ndarray,
+    pbc: np.ndarray,
+    cutoff: float,
+    backend: NeighborBackend = "vesin",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Full neighbour list of one structure with matscipy.
+    """Full neighbour list of one structure.
+
+    Args:
+        positions: ``[N, 3]`` Cartesian positions, Å (need not lie inside the cell).
+        cell: ``[3, 3]`` lattice vectors as rows, Å; rows of non-periodic directions may be zero.
+        pbc: ``[3]`` bool; any mix of periodic and non-periodic directions.
+        cutoff: radius, Å.
+        backend: ``"vesin"`` (default, faster) or ``"matscipy"``; both return the same pairs.
 
     Returns:
         ``i [E]``, ``j [E]``, ``shifts [E, 3]`` (int) and distances ``[E]`` (Å) of all pairs with
         ``r <= cutoff``, including periodic images of an atom itself (but not an atom paired
-        with itself in the same cell).
+        with itself in the same cell), in no particular order.
     """
+    _check_backend(backend)
     if len(positions) == 0:
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty, np.zeros((0, 3), dtype=np.int64), np.zeros(0)
+    # Both backends search in a cell that encloses every atom; shifts along non-periodic
+    # directions are zero, so they refer to the original cell as well.
     search_cell, origin = _search_cell(positions, cell, pbc)
-    i, j, shifts, distances = neighbour_list(
-        "ijSd",
-        positions=positions,
-        cell=search_cell,
-        pbc=pbc,
-        cutoff=float(cutoff),
-        cell_origin=origin,
-    )
-    # drop only an atom paired with itself in the same cell (matscipy does not return those,
-    # but be safe); two *different* atoms at distance 0 must stay so they can be refused
+    if backend == "vesin":
+        calculator = vesin.NeighborList(cutoff=float(cutoff), full_list=True)
+        i, j, shifts, distances = calculator.compute(
+            np.ascontiguousarray(positions - origin, dtype=np.float64),
+            search_cell,
+            np.asarray(pbc, dtype=bool),
+            quantities="ijSd",
+        )
+    else:
+        i, j, shifts, distances = neighbour_list(
+            "ijSd",
+            positions=positions,
+            cell=search_cell,
+            pbc=pbc,
+            cutoff=float(cutoff),
+            cell_origin=origin,
+        )
+    # drop only an atom paired with itself in the same cell (the backends should not return
+    # those, but be safe); two *different* atoms at distance 0 must stay so they are refused
     keep = (i != j) | np.any(shifts != 0, axis=1)
     return (
         i[keep].astype(np.int64),
@@ -187,11 +227,76 @@ def _check_close_atoms(i: np.ndarray, j: np.ndarray, distances: np.ndarray, inde
         )
 
 
+@dataclass
+class _Structure:
+    """One validated structure as float64/int64 numpy arrays (positions and cell in Å)."""
+
+    positions: np.ndarray
+    cell: np.ndarray
+    pbc: np.ndarray
+    numbers: np.ndarray
+
+
+def _validated(atoms: Atoms, index: int) -> _Structure:
+    """Arrays of ``atoms`` (structure ``index`` in error messages): finite positions and cell,
+    and a valid periodic cell."""
+    positions = np.asarray(atoms.get_positions(), dtype=np.float64)
+    if not np.all(np.isfinite(positions)):
+        bad = np.flatnonzero(~np.isfinite(positions).all(axis=1))
+        raise ValueError(
+            f"structure {index}: positions of atoms {bad[:10].tolist()} are not finite"
+        )
+    cell = np.asarray(atoms.get_cell()[:], dtype=np.float64)
+    if not np.all(np.isfinite(cell)):
+        raise ValueError(f"structure {index}: cell is not finite: {cell.tolist()}")
+    pbc = np.asarray(atoms.get_pbc(), dtype=bool)
+    validate_cell(cell, pbc)
+    numbers = np.asarray(atoms.get_atomic_numbers(), dtype=np.int64)
+    return _Structure(positions, cell, pbc, numbers)
+
+
+def _assemble(
+    structures: Sequence[_Structure],
+    edges: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    elements: Sequence[int] | None,
+    dtype: torch.dtype,
+) -> AtomicGraph:
+    """Concatenate structures and their edges ``(i, j, shifts)`` into one batched graph."""
+    sizes = [len(s.positions) for s in structures]
+    offsets = np.cumsum([0, *sizes[:-1]])
+    return AtomicGraph(
+        positions=torch.tensor(np.concatenate([s.positions for s in structures]), dtype=dtype),
+        atomic_numbers=torch.from_numpy(np.concatenate([s.numbers for s in structures])),
+        species=torch.from_numpy(
+            np.concatenate([species_index(s.numbers, elements) for s in structures])
+        ),
+        edge_index=torch.from_numpy(
+            np.concatenate(
+                [
+                    np.stack([i, j]) + offset
+                    for (i, j, _), offset in zip(edges, offsets, strict=True)
+                ],
+                axis=1,
+            )
+        ),
+        shifts=torch.tensor(np.concatenate([shifts for _, _, shifts in edges]), dtype=dtype),
+        cell=torch.tensor(np.stack([s.cell for s in structures]), dtype=dtype),
+        pbc=torch.from_numpy(np.stack([s.pbc for s in structures])),
+        batch=torch.from_numpy(np.repeat(np.arange(len(structures), dtype=np.int64), sizes)),
+    )
+
+
+def _check_cutoff(cutoff: float) -> None:
+    if not cutoff > 0:
+        raise ValueError(f"cutoff must be positive, got {cutoff}")
+
+
 def build_graph(
     structures: Atoms | Sequence[Atoms],
     cutoff: float,
     elements: Sequence[int] | None = None,
     dtype: torch.dtype = torch.float64,
+    backend: NeighborBackend = "vesin",
 ) -> AtomicGraph:
     """Build a batched :class:`AtomicGraph` from one or many ASE structures.
 
@@ -201,54 +306,103 @@ def build_graph(
         elements: atomic numbers known to the model, in species-index order; ``None`` gives
             every atom species 0.
         dtype: floating dtype of positions, shifts and cells.
+        backend: neighbour-list implementation, ``"vesin"`` (default) or ``"matscipy"``.
 
     Raises:
         KeyError: an element not in ``elements``.
-        ValueError: non-finite positions, a zero or degenerate periodic cell, or two atoms
-            closer than 0.1 Å.
+        ValueError: non-finite positions, a zero or degenerate periodic cell, two atoms
+            closer than 0.1 Å, or an unknown backend.
     """
     if isinstance(structures, Atoms):
         structures = [structures]
     if len(structures) == 0:
         raise ValueError("no structures given")
-    if not cutoff > 0:
-        raise ValueError(f"cutoff must be positive, got {cutoff}")
-    positions, numbers, species, cells, pbcs, batch = [], [], [], [], [], []
-    edge_index, shifts = [], []
-    offset = 0
+    _check_cutoff(cutoff)
+    validated, edges = [], []
     for index, atoms in enumerate(structures):
-        pos = np.asarray(atoms.get_positions(), dtype=np.float64)
-        if not np.all(np.isfinite(pos)):
-            bad = np.flatnonzero(~np.isfinite(pos).all(axis=1))
-            raise ValueError(
-                f"structure {index}: positions of atoms {bad[:10].tolist()} are not finite"
-            )
-        cell = np.asarray(atoms.get_cell()[:], dtype=np.float64)
-        if not np.all(np.isfinite(cell)):
-            raise ValueError(f"structure {index}: cell is not finite: {cell.tolist()}")
-        pbc = np.asarray(atoms.get_pbc(), dtype=bool)
-        validate_cell(cell, pbc)
-        z = np.asarray(atoms.get_atomic_numbers(), dtype=np.int64)
-        i, j, shift, distances = neighbor_list(pos, cell, pbc, cutoff)
+        structure = _validated(atoms, index)
+        i, j, shifts, distances = neighbor_list(
+            structure.positions, structure.cell, structure.pbc, cutoff, backend
+        )
         _check_close_atoms(i, j, distances, index)
+        validated.append(structure)
+        edges.append((i, j, shifts))
+    return _assemble(validated, edges, elements, dtype)
 
-        positions.append(pos)
-        numbers.append(z)
-        species.append(species_index(z, elements))
-        cells.append(cell)
-        pbcs.append(pbc)
-        batch.append(np.full(len(atoms), index, dtype=np.int64))
-        edge_index.append(np.stack([i, j]) + offset)
-        shifts.append(shift)
-        offset += len(atoms)
 
-    return AtomicGraph(
-        positions=torch.tensor(np.concatenate(positions), dtype=dtype),
-        atomic_numbers=torch.from_numpy(np.concatenate(numbers)),
-        species=torch.from_numpy(np.concatenate(species)),
-        edge_index=torch.from_numpy(np.concatenate(edge_index, axis=1)),
-        shifts=torch.tensor(np.concatenate(shifts), dtype=dtype),
-        cell=torch.tensor(np.stack(cells), dtype=dtype),
-        pbc=torch.from_numpy(np.stack(pbcs)),
-        batch=torch.from_numpy(np.concatenate(batch)),
-    )
+class NeighborCache:
+    """Neighbour list of one structure, reused between calls with a Verlet skin.
+
+    The list is built at ``cutoff + skin`` and kept while the cell, periodicity, atomic
+    numbers and number of atoms stay the same and no atom has moved more than ``skin / 2``
+    (Å) from where it was at the build; then no pair can have come closer than ``cutoff``
+    without being in the list. Each call keeps only the pairs that are within ``cutoff`` at
+    the current positions, so the graph has exactly the edges of a fresh
+    :func:`build_graph` (possibly in another order, which changes results only by rounding).
+    Positions are compared unwrapped: an atom wrapped back into the cell counts as moved.
+
+    Args:
+        cutoff: neighbour cutoff radius, Å.
+        skin: extra radius of the stored list, Å (``0`` rebuilds whenever anything moved).
+        backend: neighbour-list implementation, ``"vesin"`` (default) or ``"matscipy"``.
+
+    Attributes:
+        builds: number of neighbour lists built so far.
+    """
+
+    def __init__(self, cutoff: float, skin: float = 0.0, backend: NeighborBackend = "vesin"):
+        _check_cutoff(cutoff)
+        if not skin >= 0:
+            raise ValueError(f"skin must be zero or positive (Å), got {skin}")
+        _check_backend(backend)
+        self.cutoff = float(cutoff)
+        self.skin = float(skin)
+        self.backend = backend
+        self.builds = 0
+        # the structure at the last build and its edges (i, j, shifts) within cutoff + skin
+        self._reference: _Structure | None = None
+        self._edges: tuple[np.ndarray, np.ndarray, np.ndarray] = (
+            np.zeros(0, dtype=np.int64),
+            np.zeros(0, dtype=np.int64),
+            np.zeros((0, 3), dtype=np.int64),
+        )
+
+    def _is_valid_for(self, structure: _Structure) -> bool:
+        reference = self._reference
+        if reference is None or reference.positions.shape != structure.positions.shape:
+            return False
+        if not (
+            np.array_equal(reference.cell, structure.cell)
+            and np.array_equal(reference.pbc, structure.pbc)
+            and np.array_equal(reference.numbers, structure.numbers)
+        ):
+            return False
+        moved = np.linalg.norm(structure.positions - reference.positions, axis=1)
+        return len(moved) == 0 or float(moved.max()) <= 0.5 * self.skin
+
+    def graph(
+        self,
+        atoms: Atoms,
+        elements: Sequence[int] | None = None,
+        dtype: torch.dtype = torch.float64,
+    ) -> AtomicGraph:
+        """The graph of ``atoms`` at ``cutoff``, as :func:`build_graph` would build it
+        (same arguments, same validation), from the stored list when it is still valid."""
+        structure = _validated(atoms, 0)
+        if not self._is_valid_for(structure):
+            i, j, shifts, _ = neighbor_list(
+                structure.positions,
+                structure.cell,
+                structure.pbc,
+                self.cutoff + self.skin,
+                self.backend,
+            )
+            self._reference, self._edges = structure, (i, j, shifts)
+            self.builds += 1
+        i, j, shifts = self._edges
+        vectors = structure.positions[j] - structure.positions[i] + shifts @ structure.cell
+        distances = np.linalg.norm(vectors, axis=1)
+        inside = distances <= self.cutoff
+        i, j, shifts, distances = i[inside], j[inside], shifts[inside], distances[inside]
+        _check_close_atoms(i, j, distances, 0)
+        return _assemble([structure], [(i, j, shifts)], elements, dtype)

@@ -543,3 +543,97 @@ def test_neb_with_one_calculator_per_image(model):
     assert np.isfinite(images[1].get_potential_energy())
     assert np.all(np.isfinite(neb.get_forces()))
     assert len({id(image.calc) for image in images}) == 3
+
+
+# ---------------------------------------------------------------------------------------------
+# neighbour-list reuse (Verlet skin) and batched evaluation
+
+
+def assert_same_results(atoms: Atoms, reference: NEMPCalculator) -> None:
+    """``atoms``' results equal a fresh neighbour-list build by ``reference`` (float64)."""
+    fresh = attach(atoms, reference)
+    assert atoms.get_potential_energy() == pytest.approx(
+        fresh.get_potential_energy(), rel=1e-12, abs=1e-12
+    )
+    np.testing.assert_allclose(atoms.get_forces(), fresh.get_forces(), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(
+        atoms.get_potential_energies(), fresh.get_potential_energies(), rtol=0, atol=1e-12
+    )
+    np.testing.assert_allclose(atoms.get_stress(), fresh.get_stress(), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", ["vesin", "matscipy"])
+def test_skin_reuse_equals_a_fresh_build_along_md(model, structures, backend):
+    calc = NEMPCalculator(model, device="cpu", skin=0.3, backend=backend)
+    reference = NEMPCalculator(model, device="cpu", backend=backend)
+    atoms = attach(structures.bulk(2), calc)
+    rng = np.random.default_rng(3)
+    masses = atoms.get_masses()[:, None]
+    atoms.set_velocities(rng.normal(size=(len(atoms), 3)) * np.sqrt(2000 * units.kB / masses))
+    evaluations = []
+
+    def check():
+        assert_same_results(atoms, reference)
+        evaluations.append(calc.neighbors.builds)
+
+    def run(steps):
+        dyn = VelocityVerlet(atoms, timestep=2.0 * units.fs)
+        dyn.attach(check, interval=1)
+        dyn.run(steps)
+
+    start = atoms.positions.copy()
+    run(12)
+    # the list was reused, and rebuilt once an atom had moved more than skin/2 = 0.15 Å
+    assert 1 < evaluations[-1] < len(evaluations)
+    assert np.linalg.norm(atoms.positions - start, axis=1).max() > 0.15
+
+    builds = calc.neighbors.builds
+    atoms.set_cell(atoms.cell[:] * 1.003, scale_atoms=True)  # a cell change forces a rebuild
+    run(4)
+    assert calc.neighbors.builds > builds
+
+    builds = calc.neighbors.builds
+    atoms += Atoms("H", positions=[[1.0, 1.0, 1.0]], cell=atoms.cell, pbc=True)
+    run(4)
+    assert calc.neighbors.builds > builds
+
+
+def test_skin_default_and_bad_values(model):
+    assert NEMPCalculator(model, device="cpu").neighbors.skin == 0.0
+    with pytest.raises(ValueError, match="skin must be zero or positive"):
+        NEMPCalculator(model, device="cpu", skin=-1.0)
+    with pytest.raises(ValueError, match="unknown neighbour-list backend"):
+        NEMPCalculator(model, device="cpu", backend="cell-list")
+
+
+@pytest.mark.parametrize("max_atoms", [1, 20, 4096])
+def test_calculate_batch_equals_one_at_a_time(model, structures, max_atoms):
+    batch = [
+        structures.molecule(),
+        structures.slab(),
+        structures.bulk(2),
+        structures.tiny_cell(),
+        structures.triclinic_bulk(),
+    ]
+    calc = NEMPCalculator(model, device="cpu")
+    calls = []
+    calc.model.register_forward_hook(lambda *args: calls.append(1))
+    results = calc.calculate_batch(batch, max_atoms_per_batch=max_atoms)
+    # 6 + 8 + 32 + 1 + 4 atoms: one structure per pass; [6, 8], [32] (alone, over the
+    # limit), [1, 4]; or all in one pass
+    assert len(calls) == {1: 5, 20: 3, 4096: 1}[max_atoms]
+    assert len(results) == len(batch)
+    for atoms, result in zip(batch, results, strict=True):
+        single = attach(atoms, NEMPCalculator(model, device="cpu"))
+        assert result["energy"] == pytest.approx(single.get_potential_energy(), abs=1e-12)
+        assert result["free_energy"] == result["energy"]
+        np.testing.assert_allclose(result["forces"], single.get_forces(), rtol=0, atol=1e-12)
+        np.testing.assert_allclose(
+            result["energies"], single.get_potential_energies(), rtol=0, atol=1e-12
+        )
+        assert ("stress" in result) == bool(atoms.pbc.all())
+        if atoms.pbc.all():
+            np.testing.assert_allclose(result["stress"], single.get_stress(), rtol=0, atol=1e-12)
+    assert calc.calculate_batch([]) == []
+    with pytest.raises(ValueError, match="max_atoms_per_batch must be positive"):
+        calc.calculate_batch(batch, max_atoms_per_batch=0)

@@ -9,6 +9,7 @@ explicit structures.
 from __future__ import annotations
 
 import itertools
+from typing import get_args
 
 import numpy as np
 import pytest
@@ -19,9 +20,11 @@ from ase.neighborlist import neighbor_list as ase_neighbor_list
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from mlcalc.graph import AtomicGraph, build_graph, neighbor_list
+from mlcalc.graph import AtomicGraph, NeighborBackend, NeighborCache, build_graph, neighbor_list
 
 ALL_PBC = list(itertools.product([False, True], repeat=3))
+BACKENDS = get_args(NeighborBackend)
+ELEMENTS = [1, 6, 8, 13, 28, 29]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -44,10 +47,10 @@ def keyed(i, j, shifts, distances):
     return dict(zip(keys, np.asarray(distances, dtype=np.float64), strict=True))
 
 
-def assert_matches_ase(atoms: Atoms, cutoff: float):
+def assert_matches_ase(atoms: Atoms, cutoff: float, backend: str = "vesin"):
     """Our neighbour list equals ASE's as a set of ``(i, j, S)``, with the same distances."""
     i, j, shifts, distances = neighbor_list(
-        atoms.get_positions(), atoms.get_cell()[:], np.asarray(atoms.pbc), cutoff
+        atoms.get_positions(), atoms.get_cell()[:], np.asarray(atoms.pbc), cutoff, backend
     )
     ours = keyed(i, j, shifts, distances)
     ref_i, ref_j, ref_shifts, ref_distances = ase_neighbor_list("ijSd", atoms, cutoff)
@@ -118,6 +121,7 @@ def periodic_structures(draw, pbc):
     return Atoms(numbers=[1] * n_atoms, positions=positions, cell=cell, pbc=pbc), cutoff
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("pbc", ALL_PBC, ids=lambda p: "pbc" + "".join("TF"[not x] for x in p))
 @settings(
     max_examples=40,
@@ -127,7 +131,7 @@ def periodic_structures(draw, pbc):
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 @given(data=st.data())
-def test_neighbor_list_matches_ase(pbc, data):
+def test_neighbor_list_matches_ase(backend, pbc, data):
     atoms, cutoff = data.draw(periodic_structures(pbc))
     # reject structures that build_graph refuses (atoms, or an atom and its image, < 0.1 Å)
     # and those with a pair within 1e-6 Å of the cutoff, where `<` and `<=` may disagree
@@ -135,7 +139,7 @@ def test_neighbor_list_matches_ase(pbc, data):
     assume(len(wide) == 0 or wide.min() >= 0.1)
     assume(not np.any(np.abs(wide - cutoff) < 1e-6))
 
-    i, j, shifts, _ = assert_matches_ase(atoms, cutoff)
+    i, j, shifts, _ = assert_matches_ase(atoms, cutoff, backend)
     # shifts only along periodic directions
     assert np.all(shifts[:, ~np.asarray(pbc)] == 0)
     # the full list is symmetric: (i, j, S) <-> (j, i, -S)
@@ -380,3 +384,154 @@ def test_nan_position():
 def test_empty_structure_list():
     with pytest.raises(ValueError, match="no structures"):
         build_graph([], 3.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. backends
+
+
+def edge_set(graph: AtomicGraph) -> set[tuple[int, int, tuple[int, ...]]]:
+    """The edges of a graph as a set of ``(i, j, S)``; asserts that none repeats."""
+    keys = [
+        (int(a), int(b), tuple(int(s) for s in shift))
+        for a, b, shift in zip(*graph.edge_index.tolist(), graph.shifts.tolist(), strict=True)
+    ]
+    assert len(set(keys)) == len(keys), "graph has duplicate (i, j, S) edges"
+    return set(keys)
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+@given(data=st.data())
+def test_vesin_and_matscipy_give_the_same_graph(data):
+    pbc = data.draw(st.sampled_from(ALL_PBC))
+    atoms, cutoff = data.draw(periodic_structures(pbc))
+    # as in the ASE comparison: no refused structures, no pair within 1e-6 Å of the cutoff
+    wide = ase_neighbor_list("d", atoms, cutoff + 1e-6)
+    assume(len(wide) == 0 or wide.min() >= 0.1)
+    assume(not np.any(np.abs(wide - cutoff) < 1e-6))
+
+    vesin_graph = build_graph(atoms, cutoff, backend="vesin")
+    matscipy_graph = build_graph(atoms, cutoff, backend="matscipy")
+    assert edge_set(vesin_graph) == edge_set(matscipy_graph)
+    assert torch.equal(vesin_graph.positions, matscipy_graph.positions)
+    assert torch.equal(vesin_graph.cell, matscipy_graph.cell)
+
+
+def test_backends_agree_on_a_batch_of_molecule_slab_and_bulk():
+    structures = three_structures()
+    for backend in BACKENDS:
+        graph = build_graph(structures, 4.0, backend=backend)
+        assert edge_set(graph) == edge_set(build_graph(structures, 4.0, backend="matscipy"))
+
+
+def test_unknown_backend_is_refused():
+    with pytest.raises(ValueError, match=r"unknown neighbour-list backend 'ase'.*vesin"):
+        build_graph(molecule("H2O"), 3.0, backend="ase")
+    with pytest.raises(ValueError, match="unknown neighbour-list backend"):
+        NeighborCache(3.0, backend="ase")
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. neighbour-list reuse with a Verlet skin
+
+
+def assert_cache_matches_fresh(cache: NeighborCache, atoms: Atoms) -> None:
+    """The cached graph has the edges and arrays of a fresh build."""
+    cached = cache.graph(atoms, elements=ELEMENTS)
+    fresh = build_graph(atoms, cache.cutoff, elements=ELEMENTS)
+    assert edge_set(cached) == edge_set(fresh)
+    for name in ("positions", "atomic_numbers", "species", "cell", "pbc", "batch"):
+        assert torch.equal(getattr(cached, name), getattr(fresh, name)), name
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_neighbor_cache_reuses_until_an_atom_moves_half_the_skin(backend):
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((2, 2, 2))
+    atoms.rattle(0.05, seed=0)
+    cache = NeighborCache(3.0, skin=0.6, backend=backend)
+    assert_cache_matches_fresh(cache, atoms)
+    assert cache.builds == 1
+
+    # random moves of up to skin/2 per atom: the list is reused and still exact
+    rng = np.random.default_rng(1)
+    start = atoms.positions.copy()
+    for _ in range(5):
+        step = rng.normal(size=start.shape)
+        step *= rng.uniform(0.0, 0.3, size=(len(atoms), 1)) / np.linalg.norm(step, axis=1)[:, None]
+        atoms.positions = start + step
+        assert_cache_matches_fresh(cache, atoms)
+    assert cache.builds == 1
+
+    # one atom past skin/2 (measured from the positions at the build) forces a rebuild
+    atoms.positions = start
+    atoms.positions[3] += [0.31, 0.0, 0.0]
+    assert_cache_matches_fresh(cache, atoms)
+    assert cache.builds == 2
+
+
+def add_atom(atoms: Atoms) -> None:
+    atoms += Atoms("H", positions=[[0.9, 0.9, 0.4]])
+
+
+def remove_atom(atoms: Atoms) -> None:
+    del atoms[-1]
+
+
+def strain_cell(atoms: Atoms) -> None:
+    atoms.set_cell(atoms.cell[:] * 1.001, scale_atoms=False)
+
+
+def change_pbc(atoms: Atoms) -> None:
+    atoms.pbc = (True, True, False)
+
+
+def change_numbers(atoms: Atoms) -> None:
+    atoms.numbers[0] = 13
+
+
+@pytest.mark.parametrize("change", [add_atom, remove_atom, strain_cell, change_pbc, change_numbers])
+def test_neighbor_cache_rebuilds_when_the_structure_changes(change):
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((2, 2, 1))
+    atoms.rattle(0.05, seed=2)
+    cache = NeighborCache(3.0, skin=1.0)
+    assert_cache_matches_fresh(cache, atoms)
+    change(atoms)
+    assert_cache_matches_fresh(cache, atoms)
+    assert cache.builds == 2
+    assert_cache_matches_fresh(cache, atoms)  # and reuses the new list
+    assert cache.builds == 2
+
+
+def test_neighbor_cache_without_skin_rebuilds_on_any_move():
+    atoms = molecule("CH3CH2OH")
+    cache = NeighborCache(3.0)
+    assert_cache_matches_fresh(cache, atoms)
+    assert_cache_matches_fresh(cache, atoms)
+    assert cache.builds == 1
+    atoms.positions[0, 0] += 1e-9
+    assert_cache_matches_fresh(cache, atoms)
+    assert cache.builds == 2
+
+
+def test_neighbor_cache_validates_like_build_graph():
+    cache = NeighborCache(3.0, skin=1.0)
+    atoms = Atoms("H2O", positions=[[0, 0, 0], [0.5, 0, 0], [0, 0.96, 0]])
+    cache.graph(atoms)
+    atoms.positions[1] = [0.05, 0.0, 0.0]  # within skin/2 of the build: still refused
+    with pytest.raises(ValueError, match=r"atoms 0 and 1 are 0\.0500 Å apart"):
+        cache.graph(atoms)
+    atoms.positions[1, 0] = np.nan
+    with pytest.raises(ValueError, match="not finite"):
+        cache.graph(atoms)
+    with pytest.raises(KeyError, match="not supported"):
+        cache.graph(molecule("H2O"), elements=[1])
+    with pytest.raises(ValueError, match="skin must be zero or positive"):
+        NeighborCache(3.0, skin=-0.1)
+    with pytest.raises(ValueError, match="cutoff must be positive"):
+        NeighborCache(0.0)
