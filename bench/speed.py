@@ -96,12 +96,15 @@ def measure(model: str, dtype: str, size: int, args: argparse.Namespace) -> dict
     import torch
     from ase.calculators.calculator import all_changes
 
+    from mlcalc import tune_memory_allocator
     from mlcalc.calculators import CALCULATOR_FOR
     from mlcalc.graph import build_graph
     from mlcalc.models import NEMP, MLANet, MLANetConfig, NEMPConfig
     from mlcalc.structures import water_box
 
     torch.set_num_threads(args.threads)
+    if args.tune_malloc:
+        tune_memory_allocator()
     torch.manual_seed(0)
     architecture, options = MODELS[model]
     if architecture == "nemp":
@@ -116,6 +119,7 @@ def measure(model: str, dtype: str, size: int, args: argparse.Namespace) -> dict
         "dtype": dtype,
         "atoms": size,
         "threads": args.threads,
+        "tuned_malloc": args.tune_malloc,
         "params": sum(p.numel() for p in net.parameters()),
         "rss_after_build_mb": peak_rss_mb(),
         "loadavg_start": os.getloadavg()[0],
@@ -223,6 +227,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10, help="timed steps after the warm-up")
     parser.add_argument("--budget-s", type=float, default=300.0, help="per configuration")
     parser.add_argument("--max-rss-gb", type=float, default=20.0, help="memory guard")
+    parser.add_argument(
+        "--tune-malloc",
+        action="store_true",
+        help="call mlcalc.tune_memory_allocator() in each worker (keeps big blocks in the heap)",
+    )
     parser.add_argument("--json", type=Path, help="write all rows to this file")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()

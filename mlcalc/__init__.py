@@ -6,5 +6,12 @@
 
 from mlcalc._version import __version__
 from mlcalc.calculators import MLANetCalculator, MLCalculator, NEMPCalculator
+from mlcalc.performance import tune_memory_allocator
 
-__all__ = ["MLANetCalculator", "MLCalculator", "NEMPCalculator", "__version__"]
+__all__ = [
+    "MLANetCalculator",
+    "MLCalculator",
+    "NEMPCalculator",
+    "__version__",
+    "tune_memory_allocator",
+]

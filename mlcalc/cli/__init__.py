@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from mlcalc._version import __version__
+from mlcalc.performance import tune_memory_allocator
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,6 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    tune_memory_allocator()  # this process is ours: keep per-step buffers (mlcalc.performance)
     try:
         return args.handler(args)
     except (ValueError, KeyError, FileNotFoundError, TypeError, RuntimeError) as error:
