@@ -94,7 +94,6 @@ class MLCalculator(Calculator):
         self.dtype = resolve_dtype(dtype, model)
         self.model = copy.deepcopy(model).to(device=self.device, dtype=self.dtype).eval()
         self.model.requires_grad_(False)
-        self.backend = backend
         self.neighbors = NeighborCache(self.model.cutoff, skin=skin, backend=backend)
 
     @classmethod
@@ -165,7 +164,11 @@ class MLCalculator(Calculator):
         results: list[dict[str, Any]] = []
         for batch in batches:
             graph = build_graph(
-                batch, self.model.cutoff, self.model.atomic_numbers, self.dtype, self.backend
+                batch,
+                self.model.cutoff,
+                self.model.atomic_numbers,
+                self.dtype,
+                self.neighbors.backend,
             )
             results.extend(self._evaluate(graph, first_index=len(results)))
         return results

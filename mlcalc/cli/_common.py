@@ -49,6 +49,17 @@ def read_structure(path: str | Path, index: Any = -1) -> Atoms:
     return read(path, index=index)
 
 
+def write_structures(path: Path, images: Atoms | list[Atoms], format: str) -> None:
+    """Write one or many structures to ``path`` atomically (ASE ``format``) and say so."""
+    from ase.io import write
+
+    from mlcalc.atomic import atomic_path
+
+    with atomic_path(path) as temporary:
+        write(temporary, images, format=format)
+    print(f"wrote {path}")
+
+
 def write_outputs(result: Any, out: Path, stem: str) -> list[Path]:
     """``result.json``, ``STEM.csv`` and ``STEM.png`` in ``out``; returns the paths."""
     paths = [out / "result.json", out / f"{stem}.csv", out / f"{stem}.png"]

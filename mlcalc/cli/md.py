@@ -39,10 +39,12 @@ def register(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ase.io import write
-
-    from mlcalc.atomic import atomic_path
-    from mlcalc.cli._common import calculator_from_args, read_structure, write_outputs
+    from mlcalc.cli._common import (
+        calculator_from_args,
+        read_structure,
+        write_outputs,
+        write_structures,
+    )
     from mlcalc.workflows.dynamics import md
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -68,8 +70,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"T = {result.temperature_mean:.1f} ± {result.temperature_std:.1f} K{drift}")
     write_outputs(result, args.out, "md")
     final = args.out / "final.extxyz"
-    with atomic_path(final) as temporary:
-        write(temporary, result.atoms, format="extxyz")
-    for path in (final, args.out / "md.traj", args.out / "md.log"):
+    write_structures(final, result.atoms, "extxyz")
+    for path in (args.out / "md.traj", args.out / "md.log"):
         print(f"wrote {path}")
     return 0

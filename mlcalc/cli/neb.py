@@ -27,10 +27,12 @@ def register(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ase.io import write
-
-    from mlcalc.atomic import atomic_path
-    from mlcalc.cli._common import calculator_from_args, read_structure, write_outputs
+    from mlcalc.cli._common import (
+        calculator_from_args,
+        read_structure,
+        write_outputs,
+        write_structures,
+    )
     from mlcalc.workflows.reaction_path import neb
 
     initial = read_structure(args.initial)
@@ -56,9 +58,7 @@ def run(args: argparse.Namespace) -> int:
     )
     write_outputs(result, args.out, "neb")
     band = args.out / "band.traj"
-    with atomic_path(band) as temporary:
-        write(temporary, result.images, format="traj")
-    print(f"wrote {band}")
+    write_structures(band, result.images, "traj")
     if not result.converged:
         print(f"mlcalc neb: not converged to fmax={args.fmax} eV/Å", file=sys.stderr)
         return 1

@@ -24,10 +24,12 @@ def register(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ase.io import write
-
-    from mlcalc.atomic import atomic_path
-    from mlcalc.cli._common import calculator_from_args, read_structure, write_outputs
+    from mlcalc.cli._common import (
+        calculator_from_args,
+        read_structure,
+        write_outputs,
+        write_structures,
+    )
     from mlcalc.workflows.dynamics import relax
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -48,9 +50,8 @@ def run(args: argparse.Namespace) -> int:
     )
     write_outputs(result, args.out, "relax")
     relaxed = args.out / "relaxed.extxyz"
-    with atomic_path(relaxed) as temporary:
-        write(temporary, result.atoms, format="extxyz")
-    for path in (relaxed, args.out / "relax.traj", args.out / "relax.log"):
+    write_structures(relaxed, result.atoms, "extxyz")
+    for path in (args.out / "relax.traj", args.out / "relax.log"):
         print(f"wrote {path}")
     if not result.converged:
         print(f"mlcalc relax: not converged to fmax={args.fmax} eV/Å", file=sys.stderr)
