@@ -38,12 +38,11 @@ from ase.md import (
 )
 from ase.md.md import MolecularDynamics
 from ase.md.velocitydistribution import Stationary
-from ase.optimize import BFGS, FIRE, LBFGS
 from matplotlib.figure import Figure
 
+from mlcalc.workflows.optimizers import optimizer_class
 from mlcalc.workflows.result import WorkflowResult, not_in_json
 
-OPTIMIZERS = {"BFGS": BFGS, "FIRE": FIRE, "LBFGS": LBFGS}
 ENSEMBLES = ("nve", "nvt-langevin", "nvt-nose-hoover", "npt", "npt-isotropic")
 
 
@@ -119,7 +118,7 @@ def relax(
     fmax: float = 0.01,
     steps: int = 500,
     cell: bool = False,
-    optimizer: Literal["BFGS", "FIRE", "LBFGS"] = "BFGS",
+    optimizer: str = "BFGS",
     trajectory: str | PathLike | None = None,
     logfile: str | PathLike | None = None,
     pressure: float = 0.0,
@@ -132,13 +131,12 @@ def relax(
         steps: most optimiser steps.
         cell: also relax the cell (``ase.filters.FrechetCellFilter``); needs a fully
             periodic structure.
-        optimizer: ``"BFGS"``, ``"FIRE"`` or ``"LBFGS"`` from ``ase.optimize``.
+        optimizer: ``"BFGS"``, ``"FIRE"``, ``"LBFGS"`` or ``"MDMin"`` from ``ase.optimize``.
         trajectory: ASE ``.traj`` file of every step (the atoms, without the filter).
         logfile: the optimiser's text log.
         pressure: external hydrostatic pressure (GPa) for the cell relaxation.
     """
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {optimizer!r}")
+    optimizer_type = optimizer_class(optimizer)
     if cell:
         _require_cell(structure, "relax(cell=True)")
     elif pressure != 0.0:
@@ -158,9 +156,7 @@ def relax(
         max_forces.append(float(np.linalg.norm(target.get_forces(), axis=1).max()))
 
     with ExitStack() as stack:
-        dynamics = OPTIMIZERS[optimizer](
-            target, logfile=_open_log(stack, logfile), trajectory=trajectory
-        )
+        dynamics = optimizer_type(target, logfile=_open_log(stack, logfile), trajectory=trajectory)
         dynamics.attach(record)
         converged = bool(dynamics.run(fmax=fmax, steps=steps))
     return RelaxResult(

@@ -13,20 +13,12 @@ from ase.calculators.calculator import BaseCalculator
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.geometry import find_mic
 from ase.mep import NEB, idpp_interpolate, interpolate
-from ase.optimize import BFGS, FIRE, LBFGS, MDMin
 from ase.optimize.optimize import Optimizer
 from ase.utils.forcecurve import fit_images
 from matplotlib.figure import Figure
 
+from mlcalc.workflows.optimizers import optimizer_class
 from mlcalc.workflows.result import WorkflowResult, not_in_json
-
-#: Optimisers that can be named by a string.
-OPTIMIZERS: dict[str, type[Optimizer]] = {
-    "FIRE": FIRE,
-    "BFGS": BFGS,
-    "LBFGS": LBFGS,
-    "MDMin": MDMin,
-}
 
 
 @dataclasses.dataclass
@@ -127,14 +119,6 @@ def _check_compatible(images: Sequence[Atoms], names: Sequence[str]) -> None:
             )
 
 
-def _optimizer_class(optimizer: str | type[Optimizer]) -> type[Optimizer]:
-    if isinstance(optimizer, str):
-        if optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {optimizer!r}")
-        return OPTIMIZERS[optimizer]
-    return optimizer
-
-
 def _freeze(atoms: Atoms) -> Atoms:
     """A copy of ``atoms`` carrying its current energy and (unconstrained) forces."""
     frozen = atoms.copy()
@@ -230,12 +214,12 @@ def neb(
         calculators = [calculator] * len(band)
     else:
         calculators = [calculator() for _ in band]
-    optimizer_class = _optimizer_class(optimizer)
+    optimizer_type = optimizer_class(optimizer)
     for atoms, calc in zip(band, calculators, strict=True):
         atoms.calc = calc
     if relax_endpoints:
         for atoms, name in ((band[0], "initial"), (band[-1], "final")):
-            with optimizer_class(atoms, logfile=logfile) as relaxation:
+            with optimizer_type(atoms, logfile=logfile) as relaxation:
                 if not relaxation.run(fmax=fmax, steps=steps):
                     raise RuntimeError(
                         f"relaxing the {name} state did not converge in {steps} steps"
@@ -255,7 +239,7 @@ def neb(
         interpolate(band, apply_constraint=False)
         if interpolation == "idpp":
             idpp_interpolate(elastic_band, traj=None, log=None, mic=mic)
-    with optimizer_class(elastic_band, logfile=logfile) as relaxation:
+    with optimizer_type(elastic_band, logfile=logfile) as relaxation:
         converged = bool(relaxation.run(fmax=fmax, steps=steps))
         taken = relaxation.nsteps
     max_force = float(np.linalg.norm(elastic_band.get_forces(), axis=1).max())
