@@ -93,9 +93,9 @@ def test_relaxed_ions_recover_the_perfect_crystal() -> None:
 
 
 def test_bad_input_is_refused() -> None:
-    with pytest.raises(ValueError, match="periodic in all 3 directions"):
+    with pytest.raises(ValueError, match="periodic in all three directions"):
         ev_curve(molecule("H2O"), EMT())
-    with pytest.raises(ValueError, match="periodic in all 3 directions"):
+    with pytest.raises(ValueError, match="periodic in all three directions"):
         ev_curve(fcc111("Cu", size=(1, 1, 3), vacuum=5.0), EMT())
     cu = bulk("Cu", "fcc", a=3.6)
     with pytest.raises(ValueError, match=r"^H2O: an E–V curve needs a cell"):
@@ -135,4 +135,4 @@ def test_outputs_and_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
 
     write(tmp_path / "water.xyz", molecule("H2O"))
     assert main(["ev", str(tmp_path / "water.xyz"), "--model", "emt", "--out", str(out)]) == 2
-    assert "periodic in all 3 directions" in capsys.readouterr().err
+    assert "periodic in all three directions" in capsys.readouterr().err

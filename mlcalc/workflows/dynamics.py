@@ -40,18 +40,11 @@ from ase.md.md import MolecularDynamics
 from ase.md.velocitydistribution import Stationary
 from matplotlib.figure import Figure
 
+from mlcalc.workflows.checks import require_bulk
 from mlcalc.workflows.optimizers import optimizer_class
 from mlcalc.workflows.result import WorkflowResult, not_in_json
 
 ENSEMBLES = ("nve", "nvt-langevin", "nvt-nose-hoover", "npt", "npt-isotropic")
-
-
-def _require_cell(atoms: Atoms, what: str) -> None:
-    if not atoms.pbc.all() or atoms.cell.rank < 3:
-        raise ValueError(
-            f"{what} needs a structure periodic in all three directions with a 3D cell "
-            f"(pbc={atoms.pbc.tolist()}, cell rank {atoms.cell.rank})"
-        )
 
 
 def _open_log(stack: ExitStack, path: str | PathLike | None) -> IO[str] | None:
@@ -138,7 +131,7 @@ def relax(
     """
     optimizer_type = optimizer_class(optimizer)
     if cell:
-        _require_cell(structure, "relax(cell=True)")
+        require_bulk(structure, "relax(cell=True)")
     elif pressure != 0.0:
         raise ValueError("pressure needs cell=True (an ions-only relaxation keeps the cell)")
     if fmax <= 0 or steps < 0:
@@ -328,7 +321,7 @@ def md(
     if ensemble not in ENSEMBLES:
         raise ValueError(f"ensemble must be one of {list(ENSEMBLES)}, got {ensemble!r}")
     if ensemble.startswith("npt"):
-        _require_cell(structure, f"md(ensemble={ensemble!r})")
+        require_bulk(structure, f"md(ensemble={ensemble!r})")
     if steps < 1 or interval < 1 or timestep_fs <= 0 or temperature_K < 0:
         raise ValueError(
             f"need steps >= 1, interval >= 1, timestep_fs > 0 and temperature_K >= 0, got "

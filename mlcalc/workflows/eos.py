@@ -14,6 +14,7 @@ from ase.optimize import BFGS
 from ase.optimize.optimize import Optimizer
 from matplotlib.figure import Figure
 
+from mlcalc.workflows.checks import require_bulk
 from mlcalc.workflows.result import WorkflowResult, not_in_json
 
 #: Equations of state whose third fit parameter is B′ (``ase.eos`` order: E0, B0, B′, V0).
@@ -132,12 +133,7 @@ def ev_curve(
         raise ValueError(f"unknown equation of state {eos!r}; choose from {eos_names}")
     labels = _labels(structures, labels)
     for label, atoms in zip(labels, structures, strict=True):
-        if not atoms.pbc.all() or atoms.cell.rank < 3:
-            raise ValueError(
-                f"{label}: an E–V curve needs a cell periodic in all 3 directions "
-                f"(got pbc={atoms.pbc.tolist()}, cell rank {atoms.cell.rank}); "
-                "a molecule or slab has no bulk volume"
-            )
+        require_bulk(atoms, f"{label}: an E–V curve", "a molecule or slab has no bulk volume")
     fits = {}
     for label, atoms in zip(labels, structures, strict=True):
         volumes, energies = _scan(

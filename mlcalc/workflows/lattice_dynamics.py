@@ -30,6 +30,7 @@ from phonopy.phonon.band_structure import get_band_qpoints_and_path_connections
 from phonopy.structure.atoms import PhonopyAtoms
 from phonopy.structure.cells import get_primitive_matrix_with_auto
 
+from mlcalc.workflows.checks import require_bulk
 from mlcalc.workflows.result import WorkflowResult, not_in_json
 
 #: Frequencies below ``-IMAGINARY_TOLERANCE`` THz count as imaginary modes.
@@ -143,12 +144,11 @@ def phonons(
     frequencies and flagged by ``has_imaginary_modes``; phonopy leaves them, and the three
     acoustic modes at Γ, out of the thermal properties.
     """
-    if not structure.pbc.all() or structure.cell.rank < 3:
-        raise ValueError(
-            f"phonons need a crystal periodic in all three directions with a 3D cell "
-            f"(pbc={structure.pbc.tolist()}, cell rank {structure.cell.rank}); for a slab or "
-            f"2D material add vacuum, set pbc=True and use supercell=(n, n, 1)"
-        )
+    require_bulk(
+        structure,
+        "phonons",
+        "for a slab or 2D material add vacuum, set pbc=True and use supercell=(n, n, 1)",
+    )
     if displacement <= 0:
         raise ValueError(f"displacement must be > 0 Å, got {displacement}")
     unitcell = PhonopyAtoms(
