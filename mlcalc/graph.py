@@ -91,6 +91,26 @@ class AtomicGraph:
         return AtomicGraph(**moved)
 
 
+def batch_graphs(graphs: Sequence[AtomicGraph]) -> AtomicGraph:
+    """Concatenate already-built graphs (each a batch itself) into one batch, in order."""
+    if len(graphs) == 0:
+        raise ValueError("no graphs given")
+    atom_offsets = np.cumsum([0, *[g.num_atoms for g in graphs[:-1]]])
+    graph_offsets = np.cumsum([0, *[g.num_graphs for g in graphs[:-1]]])
+    return AtomicGraph(
+        positions=torch.cat([g.positions for g in graphs]),
+        atomic_numbers=torch.cat([g.atomic_numbers for g in graphs]),
+        species=torch.cat([g.species for g in graphs]),
+        edge_index=torch.cat(
+            [g.edge_index + int(o) for g, o in zip(graphs, atom_offsets, strict=True)], dim=1
+        ),
+        shifts=torch.cat([g.shifts for g in graphs]),
+        cell=torch.cat([g.cell for g in graphs]),
+        pbc=torch.cat([g.pbc for g in graphs]),
+        batch=torch.cat([g.batch + int(o) for g, o in zip(graphs, graph_offsets, strict=True)]),
+    )
+
+
 def species_index(atomic_numbers: np.ndarray, elements: Sequence[int] | None) -> np.ndarray:
     """Map atomic numbers to indices in ``elements``; ``KeyError`` names unknown elements."""
     if elements is None:

@@ -38,7 +38,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     tune_memory_allocator()  # this process is ours: keep per-step buffers (mlcalc.performance)
     try:
         return args.handler(args)
-    except (ValueError, KeyError, FileNotFoundError, TypeError, RuntimeError) as error:
+    except (
+        ValueError, KeyError, FileNotFoundError, FileExistsError, TypeError, RuntimeError
+    ) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"mlcalc {args.command}: error: {message}", file=sys.stderr)
         return 2

@@ -1,0 +1,20 @@
+"""Training and evaluation of mlcalc models on labelled structures (``mlcalc train``/``eval``)."""
+
+from mlcalc.training.config import TrainConfig
+from mlcalc.training.data import GraphDataset, LabeledStructure, LabelKeys, read_structures
+from mlcalc.training.metrics import ErrorSums, evaluate
+from mlcalc.training.trainer import Trainer, TrainResult, format_errors, train
+
+__all__ = [
+    "ErrorSums",
+    "GraphDataset",
+    "LabelKeys",
+    "LabeledStructure",
+    "TrainConfig",
+    "TrainResult",
+    "Trainer",
+    "evaluate",
+    "format_errors",
+    "read_structures",
+    "train",
+]

@@ -1,0 +1,212 @@
+"""The training configuration: one YAML file, every key also settable as a ``--key value`` flag.
+
+See ``docs/training.md`` for what each key does; :class:`TrainConfig` lists them with their
+defaults.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mlcalc.models import ARCHITECTURES
+from mlcalc.training.loss import LOSS_KINDS
+
+SCHEDULERS = ("plateau", "cosine", "constant")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything a training run needs. Units: energies eV, forces eV/Å, stress eV/Å³.
+
+    Attributes:
+        architecture: ``"nemp"`` or ``"mlanet"``.
+        model: that architecture's config fields (``preset`` picks an NEMP preset; ``elements``
+            defaults to the elements of the data; ``avg_num_neighbors: auto`` is measured).
+        init_from: fine-tune from a checkpoint path or registry name (its architecture and
+            model config are used; ``model`` must then be empty).
+        train_file, valid_file, test_file: ASE-readable files (extxyz...).
+        valid_fraction: seeded random part of ``train_file`` used for validation when there
+            is no ``valid_file``.
+        energy_key, forces_key, stress_key, virial_key: label names in the files.
+        e0s: ``"fit"`` (least squares on the training energies), a path to an isolated-atoms
+            file, a mapping symbol -> eV, or ``"keep"`` (the ``init_from`` model's).
+        loss: ``"l1"``, ``"mse"`` or ``"huber"`` (``huber_delta``), on energy per atom,
+            force components and stress components.
+        energy_weight, forces_weight, stress_weight: loss weights at the start.
+        energy_weight_final, forces_weight_final, stress_weight_final: if set, the weight
+            moves linearly with the learning rate from its start value (at ``lr``) to this
+            value (at ``lr_min``), as NEMP trains.
+        batch_size: structures per optimiser step, over all processes together.
+        lr, lr_min: start and smallest learning rate; plateau training stops at ``lr_min``.
+        warmup_epochs: linear warm-up from ``warmup_factor * lr``.
+        scheduler: ``"plateau"`` (``lr_factor``, ``lr_patience`` epochs), ``"cosine"`` (to
+            ``lr_min`` at ``epochs``) or ``"constant"``.
+        weight_decay, amsgrad: AdamW settings (decoupled weight decay).
+        clip_grad: global gradient-norm clip (``None``: no clipping).
+        ema_decay: exponential moving average of the weights (0 disables); the averaged
+            weights are validated and written.
+        epochs: maximum number of epochs; max_time: wall-clock budget (``"30m"``, ``"2h"``,
+            seconds), checked before each epoch against the mean epoch time.
+        early_stopping_patience: stop after this many epochs without a better validation loss.
+        seed: model initialisation, split and data order.
+        device: ``"cpu"``, ``"cuda"`` (default: CUDA when available); dtype: ``"float32"`` or
+            ``"float64"``.
+        threads: torch intra-op threads per process (default: torch's).
+        eval_batch_atoms: atoms per batch when scoring validation and test sets.
+        output_dir: where ``best.safetensors``, ``training_state.pt``, ``config.yaml`` and
+            ``metrics.csv`` go.
+    """
+
+    train_file: str | None = None
+    architecture: str = "nemp"
+    model: dict[str, Any] = dataclasses.field(default_factory=dict)
+    init_from: str | None = None
+    valid_file: str | None = None
+    valid_fraction: float = 0.1
+    test_file: str | None = None
+    energy_key: str = "energy"
+    forces_key: str = "forces"
+    stress_key: str = "stress"
+    virial_key: str = "virial"
+    e0s: str | dict[str, float] | None = None
+    loss: str = "mse"
+    huber_delta: float = 0.01
+    energy_weight: float = 1.0
+    forces_weight: float = 10.0
+    stress_weight: float = 1.0
+    energy_weight_final: float | None = None
+    forces_weight_final: float | None = None
+    stress_weight_final: float | None = None
+    batch_size: int = 5
+    lr: float = 0.005
+    lr_min: float = 1e-5
+    warmup_epochs: int = 0
+    warmup_factor: float = 0.1
+    scheduler: str = "plateau"
+    lr_factor: float = 0.5
+    lr_patience: int = 10
+    weight_decay: float = 0.0
+    amsgrad: bool = True
+    clip_grad: float | None = 10.0
+    ema_decay: float = 0.99
+    epochs: int = 100
+    max_time: str | float | None = None
+    early_stopping_patience: int | None = None
+    seed: int = 0
+    device: str | None = None
+    dtype: str = "float32"
+    threads: int | None = None
+    eval_batch_atoms: int = 2048
+    output_dir: str = "training"
+
+    def __post_init__(self) -> None:
+        if self.train_file is None:
+            raise ValueError("train_file is required (a training data file)")
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(
+                f"architecture must be one of {sorted(ARCHITECTURES)}, got {self.architecture!r}"
+            )
+        if not isinstance(self.model, Mapping):
+            raise ValueError(f"model must be a mapping of config fields, got {self.model!r}")
+        if self.init_from is not None and self.model:
+            raise ValueError("init_from takes the model config from the checkpoint; drop `model`")
+        if self.e0s == "keep" and self.init_from is None:
+            raise ValueError("e0s: keep needs init_from (a model whose E0s to keep)")
+        if self.loss not in LOSS_KINDS:
+            raise ValueError(f"loss must be one of {', '.join(LOSS_KINDS)}, got {self.loss!r}")
+        if self.scheduler not in SCHEDULERS:
+            raise ValueError(f"scheduler must be one of {', '.join(SCHEDULERS)}")
+        if self.dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+        for name in ("batch_size", "epochs", "eval_batch_atoms"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("lr", "lr_min", "huber_delta", "lr_factor"):
+            if not float(getattr(self, name)) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.lr_min > self.lr:
+            raise ValueError(f"lr_min ({self.lr_min}) is larger than lr ({self.lr})")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        for name in ("energy_weight", "forces_weight", "stress_weight"):
+            for key in (name, f"{name}_final"):
+                value = getattr(self, key)
+                if value is not None and float(value) < 0:
+                    raise ValueError(f"{key} must be >= 0, got {value}")
+        self.max_time_seconds()  # validates the format
+
+    def max_time_seconds(self) -> float | None:
+        """``max_time`` in seconds (``None``: no budget)."""
+        return parse_duration(self.max_time) if self.max_time is not None else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            close = {k: _close(k, known) for k in unknown}
+            hints = "; ".join(
+                f"{k!r}" + (f" (did you mean {c!r}?)" if c else "") for k, c in close.items()
+            )
+            raise ValueError(f"unknown training config key(s): {hints}")
+        return cls(**values)
+
+    @classmethod
+    def from_yaml(cls, path: str | PathLike, overrides: Mapping[str, Any] = ()) -> TrainConfig:
+        """Read ``path`` and apply ``overrides`` (relative file paths stay relative to the
+        current directory, as on the command line)."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"training config not found: {path}")
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise ValueError(f"{path} is not valid YAML: {error}") from error
+        if not isinstance(values, dict):
+            raise ValueError(f"{path} must hold a mapping of keys to values")
+        return cls.from_dict({**values, **dict(overrides)})
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _close(key: str, known: list[str]) -> str | None:
+    import difflib
+
+    matches = difflib.get_close_matches(key, known, n=1)
+    return matches[0] if matches else None
+
+
+_DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?$")
+
+
+def parse_duration(value: str | float | int) -> float:
+    """Seconds in ``"90s"``, ``"30m"``, ``"1h30m"`` or a plain number of seconds."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        text = str(value).strip().lower().replace(" ", "")
+        match = _DURATION.match(text)
+        if not text or match is None or not any(match.groups()):
+            try:
+                seconds = float(text)
+            except ValueError:
+                raise ValueError(
+                    f"max_time must look like '90s', '30m', '1h30m' or seconds, got {value!r}"
+                ) from None
+        else:
+            hours, minutes, secs = (float(g) if g else 0.0 for g in match.groups())
+            seconds = 3600 * hours + 60 * minutes + secs
+    if not seconds > 0:
+        raise ValueError(f"max_time must be positive, got {value!r}")
+    return seconds

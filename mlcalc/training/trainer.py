@@ -1,0 +1,597 @@
+"""The training loop behind ``mlcalc train``: single process or torch DistributedDataParallel.
+
+Outputs in ``output_dir`` (all written atomically, by process 0):
+
+* ``best.safetensors``: the EMA weights with the lowest validation loss, ready for the
+  calculators;
+* ``training_state.pt``: everything needed to continue exactly (weights, EMA, optimiser,
+  schedule, epoch, history), rewritten after every epoch; read back with
+  ``torch.load(weights_only=True)``, which never runs code from the file;
+* ``config.yaml``: the configuration as used (model config resolved);
+* ``metrics.csv``: one row per epoch; ``test_metrics.json`` at the end when there is a test set.
+
+Data-parallel runs (``torchrun --nproc_per_node N mlcalc train ...``) split every global batch
+of ``batch_size`` structures between the processes and normalise the loss by the counts of
+the global batch, so N processes follow the same trajectory as one (to rounding).
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from mlcalc.atomic import atomic_path, write_text_atomic
+from mlcalc.models import ARCHITECTURES, AtomisticModel, save_checkpoint
+from mlcalc.training.config import TrainConfig
+from mlcalc.training.data import (
+    GraphDataset,
+    LabeledStructure,
+    LabelKeys,
+    atomic_energies_from,
+    elements_of,
+    force_rms,
+    read_structures,
+    split,
+)
+from mlcalc.training.loss import LABELS, label_counts, penalty, residuals
+from mlcalc.training.metrics import ErrorSums, evaluate
+from mlcalc.training.schedule import (
+    ExponentialMovingAverage,
+    LearningRateSchedule,
+    scheduled_weight,
+)
+
+STATE_FILE = "training_state.pt"
+BEST_FILE = "best.safetensors"
+METRIC_COLUMNS = (
+    "epoch",
+    "lr",
+    "train_loss",
+    "valid_loss",
+    "valid_energy_mae",
+    "valid_energy_rmse",
+    "valid_forces_mae",
+    "valid_forces_rmse",
+    "valid_stress_mae",
+    "valid_stress_rmse",
+    "epoch_time_s",
+)
+
+
+@dataclass
+class Processes:
+    """This process's place in a data-parallel run (``rank 0 of 1`` without torchrun)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @classmethod
+    def from_environment(cls) -> Processes:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world == 1:
+            return cls()
+        return cls(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+@dataclass
+class Datasets:
+    train: list[LabeledStructure]
+    valid: list[LabeledStructure]
+    test: list[LabeledStructure] = field(default_factory=list)
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or stopped) run produced."""
+
+    output_dir: Path
+    epochs: int
+    best_epoch: int
+    best_valid_loss: float
+    stop_reason: str
+    train_time_s: float
+    valid_errors: dict[str, float | int]
+    test_errors: dict[str, float | int] | None
+
+
+def load_datasets(config: TrainConfig) -> Datasets:
+    """Read and split the data files named by ``config``."""
+    keys = LabelKeys(config.energy_key, config.forces_key, config.stress_key, config.virial_key)
+    train = read_structures(config.train_file, keys)
+    if config.valid_file is not None:
+        valid = read_structures(config.valid_file, keys)
+    else:
+        train, valid = split(train, config.valid_fraction, config.seed)
+    test = read_structures(config.test_file, keys) if config.test_file is not None else []
+    return Datasets(train, valid, test)
+
+
+def _initial_model(config: TrainConfig, data: Datasets) -> AtomisticModel:
+    """A fresh model from ``config.model`` (or the ``init_from`` one) with E0s and scale set."""
+    keys = LabelKeys(config.energy_key, config.forces_key, config.stress_key, config.virial_key)
+    data_elements = elements_of([*data.train, *data.valid, *data.test])
+    if config.init_from is not None:
+        from mlcalc.pretrained import load_model
+
+        model = load_model(config.init_from, device="cpu", dtype=torch.float64)
+        missing = sorted(set(data_elements) - set(model.elements))
+        if missing:
+            raise ValueError(
+                f"init_from {config.init_from} does not know element(s) {', '.join(missing)} "
+                f"of the data (it has {', '.join(model.elements)})"
+            )
+    else:
+        model_class = ARCHITECTURES[config.architecture]
+        fields = dict(config.model)
+        fields.setdefault("elements", data_elements)
+        if fields.get("avg_num_neighbors") == "auto":
+            cutoff = fields.get("cutoff", model_class.config_class.cutoff)
+            probe = GraphDataset(data.train, cutoff, fields["elements"], torch.float64)
+            fields["avg_num_neighbors"] = probe.average_num_neighbors()
+        preset = fields.pop("preset", None)
+        if preset is not None:
+            if not hasattr(model_class.config_class, "preset"):
+                raise ValueError(f"{config.architecture} has no presets; drop `preset`")
+            model_config = model_class.config_class.preset(preset, **fields)
+        else:
+            model_config = model_class.config_class.from_dict(fields)
+        torch.manual_seed(config.seed)
+        model = model_class(model_config)
+    e0s_spec = config.e0s or ("keep" if config.init_from is not None else "fit")
+    if e0s_spec != "keep":
+        e0s = atomic_energies_from(e0s_spec, data.train, model.elements, keys)
+        scale = force_rms(data.train) or model.energy_scale
+        model.set_energy_reference(e0s, energy_scale=scale)
+    return model
+
+
+def _model_from_state(state: dict[str, Any]) -> AtomisticModel:
+    model_class = ARCHITECTURES[state["architecture"]]
+    model = model_class(model_class.config_class.from_dict(state["model_config"]))
+    model = model.to(dtype=state["dtype"])
+    model.load_state_dict(state["model"])
+    return model
+
+
+class Trainer:
+    """One training run; :meth:`run` trains and returns a :class:`TrainResult`.
+
+    Args:
+        config: the run's configuration.
+        resume: continue from ``output_dir/training_state.pt`` (same data order, epochs and
+            result as a run that was never stopped).
+        log: where progress goes (process 0 only).
+    """
+
+    def __init__(self, config: TrainConfig, resume: bool = False, log: TextIO | None = None):
+        self.config = config
+        self.processes = Processes.from_environment()
+        self.log = log if log is not None else sys.stdout
+        self.output_dir = Path(config.output_dir)
+        self.state_path = self.output_dir / STATE_FILE
+        if resume and not self.state_path.is_file():
+            raise FileNotFoundError(
+                f"nothing to resume: {self.state_path} does not exist (start without --resume)"
+            )
+        if not resume and self.state_path.exists():
+            raise FileExistsError(
+                f"{self.output_dir} already holds a training run; continue it with --resume "
+                "or choose another output_dir"
+            )
+        self.resume = resume
+
+    # ----------------------------------------------------------------------------- set-up
+    def _setup_device(self) -> torch.device:
+        from mlcalc.calculators import resolve_device
+
+        device = resolve_device(self.config.device)
+        if self.processes.distributed:
+            if device.type == "cuda":
+                device = torch.device("cuda", self.processes.local_rank)
+                torch.cuda.set_device(device)
+            if not dist.is_initialized():
+                dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        if self.config.threads is not None:
+            torch.set_num_threads(int(self.config.threads))
+        return device
+
+    def _say(self, text: str) -> None:
+        if self.processes.main:
+            print(text, file=self.log, flush=True)
+
+    def run(self) -> TrainResult:
+        config = self.config
+        device = self._setup_device()
+        dtype = {"float32": torch.float32, "float64": torch.float64}[config.dtype]
+        data = load_datasets(config)
+        state = torch.load(self.state_path, weights_only=True) if self.resume else None
+        if state is not None:
+            self._check_resumable(state)
+            model = _model_from_state(state)
+        else:
+            model = _initial_model(config, data).to(dtype=dtype)
+        model = model.to(device)
+        resolved = TrainConfig.from_dict(
+            {**config.to_dict(), "model": {} if config.init_from else model.config.to_dict()}
+        )
+        if self.processes.main:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(self.output_dir / "config.yaml", resolved.to_yaml())
+
+        elements = model.elements
+        train_set = GraphDataset(data.train, model.cutoff, elements, dtype)
+        valid_set = GraphDataset(data.valid, model.cutoff, elements, dtype)
+        self._say(
+            f"{model.architecture}: {model.num_parameters():,} parameters, "
+            f"{len(train_set)} training / {len(valid_set)} validation structures, "
+            f"{self.processes.world_size} process(es) on {device}"
+        )
+        average = copy.deepcopy(model).eval()
+        ema = ExponentialMovingAverage(model, average, config.ema_decay)
+        optimizer = torch.optim.AdamW(
+            model.parameters(),
+            lr=config.lr,
+            weight_decay=config.weight_decay,
+            amsgrad=config.amsgrad,
+        )
+        schedule = LearningRateSchedule(
+            config.lr,
+            config.lr_min,
+            config.scheduler,
+            config.warmup_epochs,
+            config.warmup_factor,
+            config.lr_factor,
+            config.lr_patience,
+            config.epochs,
+        )
+        history: list[dict[str, float]] = []
+        start_epoch, best_loss, best_epoch, elapsed, stale = 0, math.inf, -1, 0.0, 0
+        if state is not None:
+            average.load_state_dict(state["ema_model"])
+            ema.updates = int(state["ema_updates"])
+            optimizer.load_state_dict(state["optimizer"])
+            schedule.load_state_dict(state["schedule"])
+            history = list(state["history"])
+            start_epoch = int(state["epoch"]) + 1
+            best_loss, best_epoch = float(state["best_loss"]), int(state["best_epoch"])
+            elapsed, stale = float(state["elapsed_s"]), int(state["stale_epochs"])
+            self._say(f"resuming after epoch {start_epoch} from {self.state_path}")
+
+        trained = model
+        if self.processes.distributed:
+            trained = nn.parallel.DistributedDataParallel(
+                model,
+                device_ids=[device.index] if device.type == "cuda" else None,
+                find_unused_parameters=True,
+            )
+        budget = config.max_time_seconds()
+        stop_reason = f"reached {config.epochs} epochs"
+        epoch = start_epoch - 1
+        for epoch in range(start_epoch, config.epochs):
+            if budget is not None and history:
+                mean_epoch = elapsed / len(history)
+                if elapsed + mean_epoch > budget:
+                    stop_reason = f"max_time {config.max_time} reached"
+                    epoch -= 1
+                    break
+            started = time.perf_counter()
+            lr = schedule.lr_at(epoch)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            weights = self._loss_weights(schedule.progress(epoch))
+            train_loss = self._train_epoch(
+                trained, train_set, optimizer, ema, weights, epoch, device
+            )
+            valid = self._validate(average, valid_set, device)
+            valid_loss = self._weighted(valid, self._loss_weights(1.0))
+            schedule.step(epoch, valid_loss)
+            improved = valid_loss < best_loss
+            if improved:
+                best_loss, best_epoch, stale = valid_loss, epoch, 0
+            else:
+                stale += 1
+            duration = time.perf_counter() - started
+            elapsed += duration
+            errors = valid.errors()
+            history.append(
+                {
+                    "epoch": epoch,
+                    "lr": lr,
+                    "train_loss": train_loss,
+                    "valid_loss": valid_loss,
+                    **{f"valid_{k}": v for k, v in errors.items() if k.endswith(("mae", "rmse"))},
+                    "epoch_time_s": duration,
+                }
+            )
+            self._report(history[-1], improved)
+            if self.processes.main:
+                if improved:
+                    save_checkpoint(average, self.output_dir / BEST_FILE)
+                self._write_metrics(history)
+                self._save_state(
+                    model,
+                    average,
+                    ema,
+                    optimizer,
+                    schedule,
+                    history,
+                    epoch,
+                    best_loss,
+                    best_epoch,
+                    elapsed,
+                    stale,
+                    dtype,
+                )
+            if schedule.exhausted:
+                stop_reason = f"learning rate fell below lr_min {config.lr_min}"
+                break
+            patience = config.early_stopping_patience
+            if patience is not None and stale >= patience:
+                stop_reason = f"no better validation loss for {patience} epochs"
+                break
+        self._say(f"stopped: {stop_reason}")
+        if self.processes.distributed:
+            dist.barrier()
+        return self._finish(
+            data, elements, dtype, device, epoch, best_epoch, best_loss, stop_reason, elapsed
+        )
+
+    def _check_resumable(self, state: dict[str, Any]) -> None:
+        saved = dict(state["config"])
+        current = self.config.to_dict()
+        free = {"epochs", "max_time", "device", "threads", "output_dir", "early_stopping_patience"}
+        changed = sorted(k for k in current if k not in free and current[k] != saved.get(k))
+        if changed:
+            raise ValueError(
+                "cannot resume with a different configuration; changed: " + ", ".join(changed)
+            )
+
+    # --------------------------------------------------------------------------- epochs
+    def _loss_weights(self, progress: float) -> dict[str, float]:
+        c = self.config
+        return {
+            "energy": scheduled_weight(c.energy_weight, c.energy_weight_final, progress),
+            "forces": scheduled_weight(c.forces_weight, c.forces_weight_final, progress),
+            "stress": scheduled_weight(c.stress_weight, c.stress_weight_final, progress),
+        }
+
+    def _weighted(self, sums: ErrorSums, weights: dict[str, float]) -> float:
+        total = 0.0
+        for label in LABELS:
+            value = sums.mean_penalty(label)
+            if value is not None:
+                total += weights[label] * value
+        return total
+
+    def _global_batches(self, size: int, epoch: int) -> list[list[int]]:
+        generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
+        order = torch.randperm(size, generator=generator).tolist()
+        batches = [
+            order[k : k + self.config.batch_size] for k in range(0, size, self.config.batch_size)
+        ]
+        # every process needs at least one structure of each batch
+        return [b for b in batches if len(b) >= self.processes.world_size]
+
+    def _train_epoch(
+        self,
+        model: nn.Module,
+        dataset: GraphDataset,
+        optimizer: torch.optim.Optimizer,
+        ema: ExponentialMovingAverage,
+        weights: dict[str, float],
+        epoch: int,
+        device: torch.device,
+    ) -> float:
+        config, processes = self.config, self.processes
+        compute_forces = dataset.has_forces and weights["forces"] > 0
+        compute_stress = dataset.has_stress and weights["stress"] > 0
+        batches = self._global_batches(len(dataset), epoch)
+        progress = _ProgressBar(self.log, epoch, len(batches), enabled=processes.main)
+        total_loss = 0.0
+        model.train()
+        for step, indices in enumerate(batches):
+            global_counts = label_counts(dataset.batch(indices))
+            local = dataset.batch(indices[processes.rank :: processes.world_size]).to(device)
+            outputs = model(
+                local.graph,
+                compute_forces=compute_forces,
+                compute_stress=compute_stress,
+                training=True,
+            )
+            loss = outputs["energy"].new_zeros(())
+            for label, residual in residuals(outputs, local).items():
+                if global_counts[label] and weights[label] > 0:
+                    term = penalty(residual, config.loss, config.huber_delta).sum()
+                    loss = loss + weights[label] * term / global_counts[label]
+            optimizer.zero_grad(set_to_none=True)
+            # DDP averages gradients over processes; each process holds a part of the sum
+            (loss * processes.world_size).backward()
+            if config.clip_grad is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad)
+            optimizer.step()
+            ema.update()
+            value = loss.detach()
+            if processes.distributed:
+                dist.all_reduce(value)
+            if not math.isfinite(float(value)):
+                raise RuntimeError(
+                    f"training diverged: the loss is {float(value)} in epoch {epoch}, step "
+                    f"{step}; lower lr or check the data"
+                )
+            total_loss += float(value)
+            progress.update(step + 1, total_loss / (step + 1))
+        progress.close()
+        return total_loss / max(1, len(batches))
+
+    def _validate(
+        self, model: AtomisticModel, dataset: GraphDataset, device: torch.device
+    ) -> ErrorSums:
+        processes = self.processes
+        indices = list(range(processes.rank, len(dataset), processes.world_size))
+        sums = ErrorSums(self.config.loss, self.config.huber_delta)
+        evaluate(model, dataset, device, self.config.eval_batch_atoms, indices, sums)
+        if processes.distributed:
+            sums.all_reduce()
+        return sums
+
+    def _report(self, row: dict[str, float], improved: bool) -> None:
+        parts = [
+            f"epoch {int(row['epoch']):4d}",
+            f"lr {row['lr']:.2e}",
+            f"loss {row['train_loss']:.4e}",
+            f"valid {row['valid_loss']:.4e}",
+        ]
+        for label, unit in (("energy", "meV/atom"), ("forces", "meV/Å"), ("stress", "meV/Å³")):
+            if f"valid_{label}_mae" in row:
+                parts.append(f"{label[0].upper()} MAE {row[f'valid_{label}_mae']:.2f} {unit}")
+        parts.append(f"{row['epoch_time_s']:.1f} s" + (" *" if improved else ""))
+        self._say("  ".join(parts))
+
+    # ----------------------------------------------------------------------- persistence
+    def _write_metrics(self, history: list[dict[str, float]]) -> None:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=METRIC_COLUMNS, restval="")
+        writer.writeheader()
+        for row in history:
+            writer.writerow({k: v for k, v in row.items() if k in METRIC_COLUMNS})
+        write_text_atomic(self.output_dir / "metrics.csv", buffer.getvalue())
+
+    def _save_state(
+        self,
+        model: AtomisticModel,
+        average: AtomisticModel,
+        ema: ExponentialMovingAverage,
+        optimizer: torch.optim.Optimizer,
+        schedule: LearningRateSchedule,
+        history: list[dict[str, float]],
+        epoch: int,
+        best_loss: float,
+        best_epoch: int,
+        elapsed: float,
+        stale: int,
+        dtype: torch.dtype,
+    ) -> None:
+        state = {
+            "config": self.config.to_dict(),
+            "architecture": model.architecture,
+            "model_config": model.config.to_dict(),
+            "dtype": dtype,
+            "model": model.state_dict(),
+            "ema_model": average.state_dict(),
+            "ema_updates": ema.updates,
+            "optimizer": optimizer.state_dict(),
+            "schedule": schedule.state_dict(),
+            "history": history,
+            "epoch": epoch,
+            "best_loss": best_loss,
+            "best_epoch": best_epoch,
+            "elapsed_s": elapsed,
+            "stale_epochs": stale,
+        }
+        with atomic_path(self.state_path) as temporary:
+            torch.save(state, temporary)
+
+    def _finish(
+        self,
+        data: Datasets,
+        elements: list[str],
+        dtype: torch.dtype,
+        device: torch.device,
+        last_epoch: int,
+        best_epoch: int,
+        best_loss: float,
+        stop_reason: str,
+        elapsed: float,
+    ) -> TrainResult:
+        from mlcalc.models import load_checkpoint
+
+        best = load_checkpoint(self.output_dir / BEST_FILE, device=device)
+        valid_errors = evaluate(
+            best,
+            GraphDataset(data.valid, best.cutoff, elements, dtype),
+            device,
+            self.config.eval_batch_atoms,
+        ).errors()
+        test_errors = None
+        if data.test:
+            test_set = GraphDataset(data.test, best.cutoff, elements, dtype)
+            test_errors = evaluate(best, test_set, device, self.config.eval_batch_atoms).errors()
+            if self.processes.main:
+                summary = {"best_epoch": best_epoch, "train_time_s": elapsed, **test_errors}
+                write_text_atomic(
+                    self.output_dir / "test_metrics.json", json.dumps(summary, indent=2) + "\n"
+                )
+                self._say("test set: " + format_errors(test_errors))
+        if self.processes.distributed:
+            dist.destroy_process_group()
+        return TrainResult(
+            self.output_dir,
+            last_epoch + 1,
+            best_epoch,
+            best_loss,
+            stop_reason,
+            elapsed,
+            valid_errors,
+            test_errors,
+        )
+
+
+def format_errors(errors: dict[str, float | int]) -> str:
+    """One line: ``E MAE/RMSE ... meV/atom, F ... meV/Å, S ... meV/Å³``."""
+    parts = []
+    for label, unit in (("energy", "meV/atom"), ("forces", "meV/Å"), ("stress", "meV/Å³")):
+        if f"{label}_mae" in errors:
+            mae, rmse = errors[f"{label}_mae"], errors[f"{label}_rmse"]
+            parts.append(f"{label} MAE {mae:.2f} RMSE {rmse:.2f} {unit}")
+    return ", ".join(parts)
+
+
+class _ProgressBar:
+    """A live one-line bar on terminals; silent otherwise (the epoch summary line remains)."""
+
+    def __init__(self, stream: TextIO, epoch: int, total: int, enabled: bool) -> None:
+        self.stream, self.epoch, self.total = stream, epoch, total
+        self.enabled = enabled and getattr(stream, "isatty", lambda: False)()
+        self.last = 0.0
+
+    def update(self, done: int, loss: float) -> None:
+        now = time.monotonic()
+        if not self.enabled or (now - self.last < 0.2 and done < self.total):
+            return
+        self.last = now
+        filled = int(20 * done / max(1, self.total))
+        bar = "#" * filled + "." * (20 - filled)
+        self.stream.write(f"\repoch {self.epoch:4d} [{bar}] {done}/{self.total} loss {loss:.4e}")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self.stream.write("\r" + " " * 79 + "\r")
+            self.stream.flush()
+
+
+def train(config: TrainConfig, resume: bool = False, log: TextIO | None = None) -> TrainResult:
+    """Train a model as ``config`` says; see :class:`Trainer`."""
+    return Trainer(config, resume=resume, log=log).run()
