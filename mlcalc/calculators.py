@@ -26,6 +26,7 @@ from ase.stress import full_3x3_to_voigt_6_stress
 
 from mlcalc.graph import AtomicGraph, NeighborBackend, NeighborCache, build_graph
 from mlcalc.models import NEMP, AtomisticModel, MLANet, load_checkpoint
+from mlcalc.pretrained import load_model
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -118,6 +119,22 @@ class MLCalculator(Calculator):
         model = load_checkpoint(path)
         cls._check_architecture(model, str(path))
         return cls(model, device=device, dtype=dtype, **kwargs)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_ref: str | PathLike,
+        device: torch.device | str | None = None,
+        dtype: str | torch.dtype | None = None,
+        **kwargs: Any,
+    ) -> MLCalculator:
+        """Calculator for a registry name (``mlcalc models list``), an
+        ``hf://<org>/<repo>/<filename>@<revision>`` reference or a checkpoint path; see
+        :mod:`mlcalc.pretrained`. ``dtype=None`` is the registry entry's default dtype (the
+        checkpoint's own for references and paths)."""
+        model = load_model(name_or_ref, dtype=dtype)
+        cls._check_architecture(model, str(name_or_ref))
+        return cls(model, device=device, **kwargs)
 
     def calculate(
         self,
