@@ -79,7 +79,13 @@ DEFAULT_CACHE = Path("~/.cache/mlcalc/bench-peers")
 INSTALL_TIMEOUT_S = 3600
 #: Share of the machine's CPU used by other processes above which a row is flagged as noisy.
 BUSY = 0.10
-MEMORY_ERRORS = ("can't allocate memory", "MemoryError", "std::bad_alloc", "Cannot allocate")
+MEMORY_ERRORS = (
+    "can't allocate memory",
+    "MemoryError",
+    "std::bad_alloc",
+    "Cannot allocate",
+    "failed to map segment",
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -110,15 +116,16 @@ def install(cache: Path, package: str, log: Callable[[str], None]) -> None:
     venv = cache / f"venv-{package}"
     logfile = cache / "logs" / f"install-{package}.log"
     logfile.parent.mkdir(parents=True, exist_ok=True)
+    python = venv_python(cache, package)
     steps = []
-    if not venv_python(cache, package).exists():
+    if not python.exists() or subprocess.run([str(python), "-c", "pass"]).returncode != 0:
         steps.append([sys.executable, "-m", "venv", "--clear", str(venv)])
-    pip = [str(venv_python(cache, package)), "-m", "pip", "install", "--progress-bar", "off"]
+    pip = [str(python), "-m", "pip", "install", "--progress-bar", "off"]
     steps += [[*pip, TORCH_PIN], [*pip, TORCH_PIN, *PEER_PACKAGES[package]]]
     with logfile.open("a") as out:
         for command in steps:
-            shown = command[6:] if "pip" in command else command[1:]
-            log(f"setup {package}: {' '.join(shown)} (log: {logfile})")
+            shown = " ".join(["pip install", *command[6:]] if "pip" in command else command[1:])
+            log(f"setup {package}: {shown} (log: {logfile})")
             out.write(f"\n$ {' '.join(command)}\n")
             out.flush()
             code = subprocess.call(
@@ -126,9 +133,9 @@ def install(cache: Path, package: str, log: Callable[[str], None]) -> None:
             )
             if code != 0:
                 tail = last_line(logfile.read_text(errors="replace"))
-                raise RuntimeError(f"`{' '.join(command[2:5])} ...` exited {code}: {tail}")
+                raise RuntimeError(f"`{shown}` exited {code}: {tail}")
         freeze = subprocess.run(
-            [str(venv_python(cache, package)), "-m", "pip", "freeze"],
+            [str(python), "-m", "pip", "freeze"],
             capture_output=True,
             text=True,
         )
@@ -276,6 +283,19 @@ def run_config(
     row["wall_s"] = result["wall_s"]
     row["child_peak_rss_mb"] = result["child_peak_rss_mb"]
     return row
+
+
+def write_water_box(size: int, folder: Path) -> Path:
+    """``mlcalc.structures.water_box`` as extxyz for the peers, written by a short subprocess
+    so that this parent process never imports torch."""
+    path = folder / f"water-{size}.extxyz"
+    code = (
+        "import sys; from ase.io import write; from mlcalc.structures import water_box; "
+        "write(sys.argv[1], water_box(int(sys.argv[2])), format='extxyz')"
+    )
+    repeats = speed.repeats_for(size)
+    subprocess.run([sys.executable, "-c", code, str(path), str(repeats)], check=True)
+    return path
 
 
 def skip_reason(previous: dict[str, Any] | None, size: int, args: argparse.Namespace) -> str:
@@ -471,14 +491,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous: dict[tuple[str, str], dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="mlcalc-peers-") as tmp:
         for size in sorted(args.sizes):
-            structure = None
-            if packages:
-                from ase.io import write
-
-                from mlcalc.structures import water_box
-
-                structure = Path(tmp) / f"water-{size}.extxyz"
-                write(structure, water_box(speed.repeats_for(size)), format="extxyz")
+            usable = any("python" in info for info in peers.values())
+            structure = write_water_box(size, Path(tmp)) if usable else None
             for dtype in args.dtype:
                 for model in [m for m in OURS + PEERS if m in args.models]:
                     base = {"model": model, "dtype": dtype, "atoms": size}
