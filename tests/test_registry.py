@@ -534,6 +534,7 @@ def test_hub_model_is_downloaded_once_then_served_from_the_cache(hub, hub_models
     path = resolve_checkpoint("hub-water")
     assert path.is_relative_to(hub.home / "hub")
     assert get_pretrained("hub-water").source == "hub"
+    assert get_pretrained("hub-water").to_dict() == hub_models.entry
 
     calc = NEMPCalculator.from_pretrained("hub-water", device="cpu")
     assert calc.dtype == torch.float32
