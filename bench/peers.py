@@ -383,8 +383,10 @@ def render(rows: Sequence[dict[str, Any]], meta: dict[str, Any], as_markdown: bo
         for line in [head, *cells]:
             lines.append("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
     lines.append("")
-    lines.append("× vs PEER = peer µs/atom/step ÷ ours at the same dtype and size (> 1: ours is")
-    lines.append("faster), both measured in this run.")
+    lines.append(
+        "× vs PEER = peer µs/atom/step ÷ ours at the same dtype and size "
+        "(> 1: ours is faster), both measured in this run."
+    )
     return "\n".join(lines)
 
 
@@ -400,6 +402,9 @@ def header_lines(meta: dict[str, Any]) -> list[tuple[str, str]]:
             f"budget {meta['budget_s']:g} s/config, memory guard {meta['max_rss_gb']:g} GB",
         ),
     ]
+    models = meta.get("peer_models", {})
+    if models:
+        lines.append(("peer models", "; ".join(f"{k}: {v}" for k, v in models.items())))
     for package, info in meta["peers"].items():
         if "versions" in info:
             text = ", ".join(f"{k} {v}" for k, v in info["versions"].items())
@@ -431,6 +436,7 @@ def metadata_now(args: argparse.Namespace, peers: dict[str, Any]) -> dict[str, A
         "threads": args.threads,
         "versions": versions,
         "peers": peers,
+        "peer_models": {m: PEER_DESCRIPTIONS[m] for m in PEERS if m in args.models},
         "sizes": sorted(args.sizes),
         "dtypes": args.dtype,
         "repeats": args.repeats,
@@ -508,9 +514,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     log(json.dumps(row))
                     rows.append(row)
                     previous[(model, dtype)] = row
+                    if args.json:  # after every row: a long run that stops keeps what it did
+                        args.json.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     print(render(rows, meta, args.markdown))
-    if args.json:
-        args.json.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
     return 1 if missing and args.skip_setup else 0
 
 
