@@ -28,6 +28,7 @@ def register(commands: Any) -> None:
         "train",
         help="train NEMP or MLANet on labelled structures",
         description=__doc__,
+        allow_abbrev=False,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("config", nargs="?", help="YAML training configuration")
@@ -61,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         config = TrainConfig.from_dict(overrides)
     result = train(config, resume=args.resume)
+    if not result.main_process:
+        return 0
     if result.test_errors is None:
         print(f"validation: {format_errors(result.valid_errors)}")
     print(f"best model (epoch {result.best_epoch}): {result.output_dir / 'best.safetensors'}")

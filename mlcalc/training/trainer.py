@@ -114,6 +114,7 @@ class TrainResult:
     train_time_s: float
     valid_errors: dict[str, float | int]
     test_errors: dict[str, float | int] | None
+    main_process: bool = True
 
 
 def load_datasets(config: TrainConfig) -> Datasets:
@@ -277,7 +278,7 @@ class Trainer:
             start_epoch = int(state["epoch"]) + 1
             best_loss, best_epoch = float(state["best_loss"]), int(state["best_epoch"])
             elapsed, stale = float(state["elapsed_s"]), int(state["stale_epochs"])
-            self._say(f"resuming after epoch {start_epoch} from {self.state_path}")
+            self._say(f"resuming at epoch {start_epoch} from {self.state_path}")
 
         trained = model
         if self.processes.distributed:
@@ -555,6 +556,7 @@ class Trainer:
             elapsed,
             valid_errors,
             test_errors,
+            self.processes.main,
         )
 
 
