@@ -25,10 +25,8 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError, 
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from mlcalc.graph import AtomicGraph, NeighborBackend, NeighborCache, build_graph
-from mlcalc.models import NEMP, AtomisticModel, MLANet, load_checkpoint
+from mlcalc.models import DTYPES, NEMP, AtomisticModel, MLANet, load_checkpoint
 from mlcalc.pretrained import load_model
-
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 def resolve_device(device: torch.device | str | None) -> torch.device:

@@ -38,7 +38,7 @@ from typing import Any, Literal
 
 import torch
 
-from mlcalc.models import ARCHITECTURES, AtomisticModel, load_checkpoint
+from mlcalc.models import ARCHITECTURES, DTYPES, AtomisticModel, load_checkpoint
 from mlcalc.models.base import normalize_elements
 from mlcalc.models.checkpoint import CheckpointError
 
@@ -48,7 +48,6 @@ REGISTRY_ENV = "MLCALC_REGISTRY"
 INDEX_FORMAT_VERSION = 1
 HF_PREFIX = "hf://"
 FORCE_MODES = ("conservative", "direct")
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 _ENTRY_FIELDS = {
     "name",

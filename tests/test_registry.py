@@ -26,10 +26,9 @@ from ase import Atoms
 from mlcalc import MLANetCalculator, NEMPCalculator, list_pretrained, load_model
 from mlcalc.calculators import CALCULATOR_FOR
 from mlcalc.cli import main
-from mlcalc.models import MLANet, MLANetConfig
+from mlcalc.models import DTYPES, MLANet, MLANetConfig
 from mlcalc.models.checkpoint import CheckpointError
 from mlcalc.pretrained import (
-    DTYPES,
     REGISTRY_ENV,
     ChecksumError,
     ModelNotCachedError,

@@ -39,7 +39,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.handler(args)
     except (
-        ValueError, KeyError, FileNotFoundError, FileExistsError, TypeError, RuntimeError
+        ValueError,
+        KeyError,
+        FileNotFoundError,
+        FileExistsError,
+        TypeError,
+        RuntimeError,
     ) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"mlcalc {args.command}: error: {message}", file=sys.stderr)

@@ -1,7 +1,7 @@
 """Model cores: pure ``torch.nn.Module``s that map an :class:`~mlcalc.graph.AtomicGraph` to
 energies, forces and stress. Nothing here knows ASE calculators."""
 
-from mlcalc.models.base import AtomisticModel, ModelConfig
+from mlcalc.models.base import DTYPES, AtomisticModel, ModelConfig
 from mlcalc.models.checkpoint import load_checkpoint, save_checkpoint
 from mlcalc.models.mlanet import MLANet, MLANetConfig
 from mlcalc.models.nemp import NEMP, NEMPConfig
@@ -14,6 +14,7 @@ ARCHITECTURES: dict[str, type[AtomisticModel]] = {
 
 __all__ = [
     "ARCHITECTURES",
+    "DTYPES",
     "NEMP",
     "AtomisticModel",
     "MLANet",

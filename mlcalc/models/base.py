@@ -14,6 +14,9 @@ from torch import nn
 from mlcalc.graph import AtomicGraph
 from mlcalc.models.blocks import AtomicEnergyReadout
 
+#: Floating dtypes a model may run in, by name.
+DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float64": torch.float64}
+
 
 def normalize_elements(elements: Sequence[str | int]) -> list[str]:
     """Element symbols sorted by atomic number; ``ValueError`` for unknown or repeated ones."""

@@ -34,7 +34,7 @@ import torch.distributed as dist
 from torch import nn
 
 from mlcalc.atomic import atomic_path, write_text_atomic
-from mlcalc.models import ARCHITECTURES, AtomisticModel, save_checkpoint
+from mlcalc.models import ARCHITECTURES, DTYPES, AtomisticModel, save_checkpoint
 from mlcalc.training.config import TrainConfig
 from mlcalc.training.data import (
     GraphDataset,
@@ -225,7 +225,7 @@ class Trainer:
     def run(self) -> TrainResult:
         config = self.config
         device = self._setup_device()
-        dtype = {"float32": torch.float32, "float64": torch.float64}[config.dtype]
+        dtype = DTYPES[config.dtype]
         data = load_datasets(config)
         state = torch.load(self.state_path, weights_only=True) if self.resume else None
         if state is not None:
