@@ -40,6 +40,7 @@ def register(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mlcalc.training.evaluation import evaluate_file, parity_figure
+    from mlcalc.training.metrics import ERROR_UNITS
 
     errors, sums = evaluate_file(
         args.model,
@@ -58,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"{errors['n_structures']} structures, {errors['n_atoms']} atoms")
         print(f"{'':8}{'MAE':>12}{'RMSE':>12}  unit")
-        for label, unit in (("energy", "meV/atom"), ("forces", "meV/Å"), ("stress", "meV/Å³")):
+        for label, unit in ERROR_UNITS.items():
             if f"{label}_mae" in errors:
                 mae, rmse = errors[f"{label}_mae"], errors[f"{label}_rmse"]
                 print(f"{label:<8}{mae:12.3f}{rmse:12.3f}  {unit}")

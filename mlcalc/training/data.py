@@ -331,6 +331,16 @@ class GraphDataset:
         atoms = sum(g.num_atoms for g in self.graphs)
         return edges / atoms
 
+    def label_counts(self, indices: Sequence[int]) -> dict[str, int]:
+        """Labelled items among the structures at ``indices``: structures with an energy, force
+        components and stress components (as :func:`mlcalc.training.loss.label_counts`)."""
+        chosen = [self.structures[k] for k in indices]
+        return {
+            "energy": sum(s.energy is not None for s in chosen),
+            "forces": sum(3 * len(s) for s in chosen if s.forces is not None),
+            "stress": sum(9 for s in chosen if s.stress is not None),
+        }
+
     def batch(self, indices: Sequence[int]) -> Batch:
         """Collate the structures at ``indices`` into one :class:`Batch` (on the CPU)."""
         chosen = [self.structures[k] for k in indices]

@@ -20,6 +20,9 @@ from mlcalc.training.loss import LABELS, LossKind, label_counts, penalty, residu
 #: eV -> meV.
 MILLI = 1000.0
 
+#: Unit of each label's reported errors.
+ERROR_UNITS: dict[str, str] = {"energy": "meV/atom", "forces": "meV/Å", "stress": "meV/Å³"}
+
 
 class ErrorSums:
     """Running sums of |r|, r² and the loss penalty per label, mergeable across processes.

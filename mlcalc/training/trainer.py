@@ -46,8 +46,8 @@ from mlcalc.training.data import (
     read_structures,
     split,
 )
-from mlcalc.training.loss import LABELS, label_counts, penalty, residuals
-from mlcalc.training.metrics import ErrorSums, evaluate
+from mlcalc.training.loss import LABELS, penalty, residuals
+from mlcalc.training.metrics import ERROR_UNITS, ErrorSums, evaluate
 from mlcalc.training.schedule import (
     ExponentialMovingAverage,
     LearningRateSchedule,
@@ -413,7 +413,7 @@ class Trainer:
         total_loss = 0.0
         model.train()
         for step, indices in enumerate(batches):
-            global_counts = label_counts(dataset.batch(indices))
+            global_counts = dataset.label_counts(indices)
             local = dataset.batch(indices[processes.rank :: processes.world_size]).to(device)
             outputs = model(
                 local.graph,
@@ -464,7 +464,7 @@ class Trainer:
             f"loss {row['train_loss']:.4e}",
             f"valid {row['valid_loss']:.4e}",
         ]
-        for label, unit in (("energy", "meV/atom"), ("forces", "meV/Å"), ("stress", "meV/Å³")):
+        for label, unit in ERROR_UNITS.items():
             if f"valid_{label}_mae" in row:
                 parts.append(f"{label[0].upper()} MAE {row[f'valid_{label}_mae']:.2f} {unit}")
         parts.append(f"{row['epoch_time_s']:.1f} s" + (" *" if improved else ""))
@@ -563,7 +563,7 @@ class Trainer:
 def format_errors(errors: dict[str, float | int]) -> str:
     """One line: ``E MAE/RMSE ... meV/atom, F ... meV/Å, S ... meV/Å³``."""
     parts = []
-    for label, unit in (("energy", "meV/atom"), ("forces", "meV/Å"), ("stress", "meV/Å³")):
+    for label, unit in ERROR_UNITS.items():
         if f"{label}_mae" in errors:
             mae, rmse = errors[f"{label}_mae"], errors[f"{label}_rmse"]
             parts.append(f"{label} MAE {mae:.2f} RMSE {rmse:.2f} {unit}")
