@@ -14,6 +14,7 @@ from helpers import crystal, ethanol, evaluate, random_orthogonal
 
 from mlcalc.graph import build_graph
 from mlcalc.models import NEMP, NEMPConfig
+from mlcalc.models.blocks import EdgeChunks
 from mlcalc.models.nemp import NodeTensorProduct
 
 CUTOFF = 4.0
@@ -289,3 +290,53 @@ def test_graph_in_float32_keeps_reference_energies_exact() -> None:
     """E0s stay float64 after ``model.float()``: no 1e-5 eV/atom rounding of large offsets."""
     model = make_model().float()
     assert model.atomic_energies == {"H": -13.6, "C": -1030.0, "O": -2040.0}
+
+
+@pytest.mark.parametrize("max_edges", [1, 37, 400])
+def test_edge_chunks_with_recompute_equal_one_pass(max_edges: int) -> None:
+    """Chunked per-edge work (recomputed in the backward pass) changes no result.
+
+    ``max_edges=1`` gives every atom a chunk of its own (each has more edges than that); the
+    batch mixes a molecule and a crystal, so chunks cross graph boundaries.
+    """
+    model = make_model()
+    structures = [ethanol(), crystal(1) * (2, 1, 1)]
+    model.max_edges_per_chunk = None
+    whole = evaluate(model, structures, stress=True)
+    model.max_edges_per_chunk = max_edges
+    chunked = evaluate(model, structures, stress=True)
+    np.testing.assert_allclose(chunked["energy"], whole["energy"], rtol=1e-13)
+    np.testing.assert_allclose(chunked["forces"], whole["forces"], atol=1e-12)
+    np.testing.assert_allclose(chunked["stress"], whole["stress"], atol=1e-13)
+
+
+def test_edge_chunks_keep_training_gradients() -> None:
+    """In training (forces in the loss, no recomputation) chunks give the same gradients."""
+    graph = build_graph([ethanol(), crystal(2)], CUTOFF, make_model().atomic_numbers)
+    gradients = []
+    for max_edges in (None, 50):
+        model = make_model()
+        model.max_edges_per_chunk = max_edges
+        out = model(graph, compute_forces=True, compute_stress=True, training=True)
+        loss = out["energy"].square().sum() + out["forces"].square().sum()
+        loss = loss + out["stress"].square().sum()
+        loss.backward()
+        gradients.append([p.grad for p in model.parameters()])
+    for whole, chunked in zip(*gradients, strict=True):
+        if whole is None:
+            assert chunked is None
+        else:
+            torch.testing.assert_close(chunked, whole, rtol=1e-10, atol=1e-12)
+
+
+def test_edge_chunks_split_at_atom_boundaries() -> None:
+    centre = torch.tensor([2, 0, 1, 2, 0, 2, 4, 4])
+    edge_index = torch.stack([centre, torch.zeros_like(centre)])
+    chunks = EdgeChunks(edge_index, num_atoms=6, max_edges=3)
+    assert chunks.centre.tolist() == [0, 0, 1, 2, 2, 2, 4, 4]
+    assert chunks.order.tolist() == [1, 4, 2, 0, 3, 5, 6, 7]
+    # atoms 0-1 (3 edges), atoms 2-3 (3 edges; atom 3 has none), atoms 4-5 (2 edges)
+    assert chunks.bounds == [(0, 3, 0, 2), (3, 6, 2, 4), (6, 8, 4, 6)]
+    assert len(EdgeChunks(edge_index, num_atoms=6, max_edges=None)) == 1
+    with pytest.raises(ValueError, match="max_edges"):
+        EdgeChunks(edge_index, num_atoms=6, max_edges=0)

@@ -5,12 +5,14 @@ Everything here is a pure tensor operation; shapes use ``N`` atoms, ``E`` edges,
 
 from __future__ import annotations
 
+import bisect
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 #: Gain that roughly preserves the second moment through SiLU (NEMP reference init).
 SILU_GAIN = 1.67462
@@ -146,6 +148,86 @@ class SpeciesGroups:
         if not mixed:
             return x.new_zeros((*x.shape[:-1], weights.shape[-1]))
         return torch.cat(mixed).index_select(0, self.inverse)
+
+
+class EdgeChunks:
+    """The edges of a graph in chunks of whole atoms, for memory-bounded per-edge work.
+
+    With ``max_edges=None`` (or no more edges than that) there is one chunk: the edges in their
+    given order. Otherwise the edges are sorted by centre atom (stably) and cut at atom
+    boundaries into chunks of at most about ``max_edges`` edges (an atom with more edges than
+    that gets a chunk of its own). Per-edge work then runs chunk by chunk through :meth:`map`;
+    with ``recompute=True`` each chunk's intermediate tensors are dropped after the forward pass
+    and recomputed in the backward pass (activation checkpointing), so the memory a forward and
+    backward pass keeps per edge is that of the chunk functions' inputs and outputs only.
+
+    Attributes:
+        centre, neighbor: ``[E]`` int64 centre ``i`` and neighbour ``j`` in chunk order.
+        order: ``[E]`` permutation from the given edge order to chunk order, or ``None``.
+        bounds: ``(first_edge, end_edge, first_atom, end_atom)`` of each chunk.
+    """
+
+    def __init__(self, edge_index: torch.Tensor, num_atoms: int, max_edges: int | None) -> None:
+        centre, neighbor = edge_index[0], edge_index[1]
+        num_edges = int(centre.shape[0])
+        if max_edges is not None and max_edges < 1:
+            raise ValueError(f"max_edges must be a positive number of edges, got {max_edges}")
+        if max_edges is None or num_edges <= max_edges:
+            self.order = None
+            self.bounds = [(0, num_edges, 0, num_atoms)]
+        else:
+            self.order = torch.argsort(centre, stable=True)
+            centre, neighbor = centre[self.order], neighbor[self.order]
+            atoms = torch.arange(num_atoms + 1, device=centre.device)
+            first_edge = torch.searchsorted(centre, atoms).tolist()  # [N + 1] per-atom offsets
+            self.bounds = []
+            start = 0
+            while start < num_atoms:
+                limit = first_edge[start] + max_edges
+                end = max(start + 1, bisect.bisect_right(first_edge, limit, lo=start) - 1)
+                self.bounds.append((first_edge[start], first_edge[end], start, end))
+                start = end
+        self.centre, self.neighbor = centre, neighbor
+
+    def __len__(self) -> int:
+        return len(self.bounds)
+
+    def sort(self, values: torch.Tensor) -> torch.Tensor:
+        """Per-edge ``values [E, ...]`` in the given edge order → chunk order."""
+        return values if self.order is None else values.index_select(0, self.order)
+
+    def map(
+        self,
+        fn: Callable[..., tuple[torch.Tensor, ...]],
+        edge_inputs: Sequence[torch.Tensor],
+        node_inputs: Sequence[torch.Tensor] = (),
+        recompute: bool = False,
+    ) -> tuple[torch.Tensor, ...]:
+        """Run ``fn`` on every chunk and concatenate each of its outputs along dim 0.
+
+        ``fn(first_atom, num_atoms, centre, neighbor, *edge_inputs, *node_inputs)`` sees the
+        chunk's slice of ``centre``, ``neighbor`` (global atom indices) and of each per-edge input
+        (chunk order), and the whole per-node inputs. Each output must be either per-edge (rows
+        for the chunk's edges) or per-atom (rows for the chunk's ``num_atoms`` atoms, starting at
+        ``first_atom``); concatenated, they cover all edges, respectively all atoms, in order.
+        """
+        if len(self.bounds) == 1:
+            return fn(0, self.bounds[0][3], self.centre, self.neighbor, *edge_inputs, *node_inputs)
+        pieces = []
+        for e0, e1, a0, a1 in self.bounds:
+            args = (
+                a0,
+                a1 - a0,
+                self.centre[e0:e1],
+                self.neighbor[e0:e1],
+                *(x[e0:e1] for x in edge_inputs),
+                *node_inputs,
+            )
+            if recompute and torch.is_grad_enabled():
+                pieces.append(checkpoint(fn, *args, use_reentrant=False))
+            else:
+                pieces.append(fn(*args))
+        return tuple(torch.cat(outputs) for outputs in zip(*pieces, strict=True))
 
 
 class AtomicEnergyReadout(nn.Module):

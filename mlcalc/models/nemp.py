@@ -13,6 +13,7 @@ Layouts: equivariant node features are ``[N, K, C]`` (lm-major, channel-last) wi
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, ClassVar, Literal
 
@@ -23,6 +24,7 @@ from torch import nn
 from mlcalc.graph import AtomicGraph
 from mlcalc.models.base import AtomisticModel, ModelConfig
 from mlcalc.models.blocks import (
+    EdgeChunks,
     MLPSpec,
     ScaledMLP,
     SpeciesGroups,
@@ -191,6 +193,11 @@ class NEMP(AtomisticModel):
     architecture: ClassVar[str] = "nemp"
     config_class: ClassVar[type[ModelConfig]] = NEMPConfig
     config: NEMPConfig
+    #: Per-edge work runs in chunks of at most about this many edges (``None``: one chunk).
+    #: Outside training each chunk's intermediates are recomputed in the backward pass, so
+    #: large systems need far less memory; results do not depend on it. Set it on an
+    #: instance (``model.max_edges_per_chunk = 2**16``) to trade memory for time.
+    max_edges_per_chunk: int | None = 2**17
 
     def __init__(self, config: NEMPConfig) -> None:
         super().__init__(config)
@@ -270,76 +277,52 @@ class NEMP(AtomisticModel):
         )
         return out.index_add_(1, self.l_of_k[: sh.shape[1]], products)
 
-    def atomic_energies_of(self, graph: AtomicGraph, vectors: torch.Tensor) -> torch.Tensor:
-        """``[N]`` atomic energies (float64, eV) from edge vectors ``[E, 3]`` (Å)."""
-        c = self.config
-        channels, n_feat = c.channels, self.num_sh_features
-        n_atoms = graph.num_atoms
-        species = graph.species
-        centre, neighbor = graph.edge_index[0], graph.edge_index[1]
-        groups = SpeciesGroups(species, len(c.elements))
-        inv_sqrt_c = 1.0 / math.sqrt(channels)
+    def atomic_energies_of(
+        self, graph: AtomicGraph, vectors: torch.Tensor, recompute: bool = False
+    ) -> torch.Tensor:
+        """``[N]`` atomic energies (float64, eV) from edge vectors ``[E, 3]`` (Å).
 
-        r = torch.linalg.norm(vectors, dim=1)
+        Per-edge work runs in chunks of whole atoms with at most about
+        ``max_edges_per_chunk`` edges (:class:`~mlcalc.models.blocks.EdgeChunks`); with
+        ``recompute`` each chunk's intermediates are recomputed in the backward pass instead
+        of being kept, so memory per edge stays small in large systems.
+        """
+        c = self.config
+        n_atoms, species = graph.num_atoms, graph.species
+        groups = SpeciesGroups(species, len(c.elements))
+        inv_sqrt_c = 1.0 / math.sqrt(c.channels)
+        chunks = EdgeChunks(graph.edge_index, n_atoms, self.max_edges_per_chunk)
+        vectors = chunks.sort(vectors)
         sh = o3.spherical_harmonics(
             list(range(c.l_max + 1)), vectors, normalize=True, normalization="component"
         )
-        sh_features = sh[:, :n_feat]
-        f_cut = polynomial_envelope(r, c.cutoff, c.envelope_exponent) ** 2
+
+        # element-pair embedding on n_spec^2 rows, gathered per edge in layer 0
+        pair_code = self.pair_code(self.pair_numbers.to(vectors.dtype))
+        pair_tables = [self.pair_frequencies(pair_code), self.pair_weights(pair_code)]
+
+        edge_state, smooth_count, rho0, expansion = chunks.map(
+            self._initial_edges, [vectors, sh], [species, *pair_tables], recompute
+        )
         if c.neighbor_norm == "smooth_count":
-            norm = scatter_sum(f_cut, centre, n_atoms) + 1e-6  # [N]
+            norm = smooth_count + 1e-6  # [N]
         else:
-            norm = torch.full((n_atoms,), c.avg_num_neighbors, dtype=r.dtype, device=r.device)
-
-        # element-pair embedding on n_spec^2 rows, gathered per edge
-        pair_code = self.pair_code(self.pair_numbers.to(r.dtype))
-        frequencies = self.pair_frequencies(pair_code)
-        pair_weights = self.pair_weights(pair_code)
-        pair = species[centre] * len(c.elements) + species[neighbor]
-        frequencies = frequencies.index_select(0, pair)
-        pair_weights = pair_weights.index_select(0, pair)
-
-        # layer 0
-        radial = torch.sinc(frequencies * (r / c.cutoff)[:, None]) * f_cut[:, None]
-        edge_input = torch.cat([pair_weights[:, channels:] * f_cut[:, None], radial], dim=1)
-        x0 = self.initial_edge(edge_input).view(-1, self.edge_row + 1, channels)
-        edge_state = torch.cat(
-            [pair_weights[:, :channels] * f_cut[:, None], x0[:, self.edge_row]], dim=1
-        )
-        invariants = [scatter_sum(x0[:, self.rho0_row], centre, n_atoms)]
-        expansion = scatter_sum(
-            self._expand(x0[:, : c.l_max_features + 1], sh_features), centre, n_atoms
-        )
+            norm = torch.full_like(smooth_count, c.avg_num_neighbors)
+        invariants = [rho0]
         psi = groups.linear(expansion / norm[:, None, None], self.species_embedding) * inv_sqrt_c
-        k_centre, k_neighbor, k_node = (
-            self.coefficient_mlps[0](edge_state)
-            .view(-1, 3, c.l_max_features + 1, channels)
-            .unbind(1)
-        )
 
         tp_norm = 1.0 / (norm * norm)
         for t in range(c.num_interactions):
             psi_bar = psi * self.invariant_scale[:, None]
-            # (b) new edge invariant, appended to the edge state
-            q = (
-                k_centre * self._contract(sh_features, psi_bar.index_select(0, centre))
-                + k_neighbor * self._contract(sh_features, psi_bar.index_select(0, neighbor))
-            ).sum(1) * (1.0 / math.sqrt(2.0))
-            edge_state = torch.cat([edge_state, q], dim=1)
-            # (c) new node invariant
-            node_sh = scatter_sum(self._expand(k_node, sh_features), centre, n_atoms)
-            invariants.append((psi_bar * node_sh).sum(1))
-            # (d) new edge coefficients for the virtual node and the centre expansion
-            x = self.edge_mlps[t](edge_state).view(-1, c.l_max_features + 1 + c.l_max + 1, channels)
-            x_virtual, x_centre = x[:, : c.l_max_features + 1], x[:, c.l_max_features + 1 :]
-            # (e) centre expansion A [N, K, C]; (f) virtual summed node V [N, K', C]
-            centre_expansion = scatter_sum(self._expand(x_centre, sh), centre, n_atoms)
             sent = groups.linear(psi, self.mixers[t, 0]) * inv_sqrt_c
-            virtual = scatter_sum(
-                x_virtual.index_select(1, self.l_of_k[:n_feat]) * sent.index_select(0, neighbor),
-                centre,
-                n_atoms,
+            edge_state, node_sh, centre_expansion, virtual = chunks.map(
+                functools.partial(self._interaction_edges, t),
+                [sh, edge_state],
+                [psi_bar, sent],
+                recompute,
             )
+            # (c) new node invariant
+            invariants.append((psi_bar * node_sh).sum(1))
             # (g) node-space tensor product, (h) channel mixing with residual
             weights = self.path_weights[t][:, species].transpose(0, 1)
             product = (
@@ -350,22 +333,118 @@ class NEMP(AtomisticModel):
             ) * (inv_sqrt_c / math.sqrt(2.0))
             # (i) per-node RMS norm
             if c.use_norm:
-                mean_square = psi.square().sum((1, 2)) / ((c.l_max_features + 1) * channels)
+                mean_square = psi.square().sum((1, 2)) / ((c.l_max_features + 1) * c.channels)
                 psi = psi * torch.rsqrt(mean_square + 1e-6)[:, None, None]
-            # (j) next coefficient triplet
-            k_centre, k_neighbor, k_node = (
-                self.coefficient_mlps[t + 1](edge_state)
-                .view(-1, 3, c.l_max_features + 1, channels)
-                .unbind(1)
-            )
 
-        final_sh = scatter_sum(
-            self._expand(k_centre + k_neighbor + k_node, sh_features), centre, n_atoms
-        )
+        (final_sh,) = chunks.map(self._final_edges, [sh, edge_state], [], recompute)
         invariants.append((psi * self.invariant_scale[:, None] * final_sh).sum(1) / math.sqrt(3.0))
         descriptor = torch.cat(invariants, dim=1) / norm[:, None]
         raw = self.atomic_mlp(descriptor).squeeze(1)
         return self.readout(raw, species)
+
+    def _coefficients(self, t: int, edge_state: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(j) ``G_t(edge_state)`` → ``k_centre, k_neighbor, k_node``, each ``[E, L'+1, C]``."""
+        c = self.config
+        coefficients = self.coefficient_mlps[t](edge_state)
+        return coefficients.view(-1, 3, c.l_max_features + 1, c.channels).unbind(1)
+
+    def _initial_edges(
+        self,
+        first_atom: int,
+        num_atoms: int,
+        centre: torch.Tensor,
+        neighbor: torch.Tensor,
+        vectors: torch.Tensor,
+        sh: torch.Tensor,
+        species: torch.Tensor,
+        frequencies: torch.Tensor,
+        pair_weights: torch.Tensor,
+    ) -> tuple[torch.Tensor, ...]:
+        """Layer 0 on one chunk of edges.
+
+        Returns the edge state ``[e, 2C]`` and, for the chunk's atoms, the smooth neighbour
+        count ``[n]``, the first invariant ``[n, C]`` and the neighbour expansion ``[n, K', C]``.
+        """
+        c = self.config
+        channels, n_spec = c.channels, len(c.elements)
+        local = centre - first_atom
+        r = torch.linalg.norm(vectors, dim=1)
+        f_cut = polynomial_envelope(r, c.cutoff, c.envelope_exponent) ** 2
+        pair = species.index_select(0, centre) * n_spec + species.index_select(0, neighbor)
+        frequencies = frequencies.index_select(0, pair)
+        pair_weights = pair_weights.index_select(0, pair)
+        radial = torch.sinc(frequencies * (r / c.cutoff)[:, None]) * f_cut[:, None]
+        edge_input = torch.cat([pair_weights[:, channels:] * f_cut[:, None], radial], dim=1)
+        x0 = self.initial_edge(edge_input).view(-1, self.edge_row + 1, channels)
+        edge_state = torch.cat(
+            [pair_weights[:, :channels] * f_cut[:, None], x0[:, self.edge_row]], dim=1
+        )
+        sh_features = sh[:, : self.num_sh_features]
+        return (
+            edge_state,
+            scatter_sum(f_cut, local, num_atoms),
+            scatter_sum(x0[:, self.rho0_row], local, num_atoms),
+            scatter_sum(
+                self._expand(x0[:, : c.l_max_features + 1], sh_features), local, num_atoms
+            ),
+        )
+
+    def _interaction_edges(
+        self,
+        t: int,
+        first_atom: int,
+        num_atoms: int,
+        centre: torch.Tensor,
+        neighbor: torch.Tensor,
+        sh: torch.Tensor,
+        edge_state: torch.Tensor,
+        psi_bar: torch.Tensor,
+        sent: torch.Tensor,
+    ) -> tuple[torch.Tensor, ...]:
+        """Steps (b)–(f) of interaction ``t`` on one chunk of edges.
+
+        Returns the grown edge state ``[e, (3 + t) C]`` and, for the chunk's atoms, the
+        summed coefficient expansion ``[n, K', C]`` of step (c), the centre expansion
+        ``A [n, K, C]`` and the virtual summed node ``V [n, K', C]``.
+        """
+        c = self.config
+        local = centre - first_atom
+        sh_features = sh[:, : self.num_sh_features]
+        k_centre, k_neighbor, k_node = self._coefficients(t, edge_state)
+        # (b) new edge invariant, appended to the edge state
+        q = (
+            k_centre * self._contract(sh_features, psi_bar.index_select(0, centre))
+            + k_neighbor * self._contract(sh_features, psi_bar.index_select(0, neighbor))
+        ).sum(1) * (1.0 / math.sqrt(2.0))
+        edge_state = torch.cat([edge_state, q], dim=1)
+        # (c) the coefficient expansion for the new node invariant
+        node_sh = scatter_sum(self._expand(k_node, sh_features), local, num_atoms)
+        # (d) new edge coefficients for the virtual node and the centre expansion
+        x = self.edge_mlps[t](edge_state).view(-1, c.l_max_features + 1 + c.l_max + 1, c.channels)
+        x_virtual, x_centre = x[:, : c.l_max_features + 1], x[:, c.l_max_features + 1 :]
+        # (e) centre expansion A; (f) virtual summed node V
+        centre_expansion = scatter_sum(self._expand(x_centre, sh), local, num_atoms)
+        virtual = scatter_sum(
+            x_virtual.index_select(1, self.l_of_k[: self.num_sh_features])
+            * sent.index_select(0, neighbor),
+            local,
+            num_atoms,
+        )
+        return edge_state, node_sh, centre_expansion, virtual
+
+    def _final_edges(
+        self,
+        first_atom: int,
+        num_atoms: int,
+        centre: torch.Tensor,
+        neighbor: torch.Tensor,
+        sh: torch.Tensor,
+        edge_state: torch.Tensor,
+    ) -> tuple[torch.Tensor]:
+        """The last coefficient triplet's expansion ``[n, K', C]`` for the chunk's atoms."""
+        k_centre, k_neighbor, k_node = self._coefficients(self.config.num_interactions, edge_state)
+        expansion = self._expand(k_centre + k_neighbor + k_node, sh[:, : self.num_sh_features])
+        return (scatter_sum(expansion, centre - first_atom, num_atoms),)
 
     def forward(
         self,
@@ -380,6 +459,5 @@ class NEMP(AtomisticModel):
         ``stress``/``virial [B, 3, 3]`` when asked for; see
         :func:`mlcalc.models.physics.conservative_outputs`.
         """
-        return conservative_outputs(
-            self.atomic_energies_of, graph, compute_forces, compute_stress, training
-        )
+        energies = functools.partial(self.atomic_energies_of, recompute=not training)
+        return conservative_outputs(energies, graph, compute_forces, compute_stress, training)
