@@ -507,3 +507,24 @@ def test_md_and_relaxation_through_the_calculator(force_mode: str) -> None:
     assert np.all(np.isfinite(atoms.get_forces())) and np.all(np.isfinite(atoms.get_stress()))
     if force_mode == "conservative":
         assert atoms.get_potential_energy() < e0
+
+
+@pytest.mark.parametrize("force_mode", ["conservative", "direct"])
+def test_edge_chunks_with_recompute_equal_one_pass(force_mode: str) -> None:
+    """Per-edge work in chunks of whole atoms (recomputed in the backward pass) changes no
+    result, and the attention weights come back in the graph's edge order."""
+    structures = [ethanol(), crystal(1) * (2, 1, 1)]
+    model = make_model(force_mode, 2)
+    graph = build_graph(structures, model.cutoff, model.atomic_numbers)
+    vectors = edge_vectors(graph.positions, graph.cell, graph.shifts, graph.edge_index, graph.batch)
+    model.max_edges_per_chunk = None
+    whole = evaluate(model, structures, stress=True)
+    _, attention = model._interactions(graph, vectors)
+    model.max_edges_per_chunk = 29
+    chunked = evaluate(model, structures, stress=True)
+    _, attention_chunked = model._interactions(graph, vectors)
+    np.testing.assert_allclose(chunked["energy"], whole["energy"], rtol=1e-13)
+    np.testing.assert_allclose(chunked["forces"], whole["forces"], atol=1e-12)
+    np.testing.assert_allclose(chunked["stress"], whole["stress"], atol=1e-13)
+    for alpha, alpha_chunked in zip(attention, attention_chunked, strict=True):
+        torch.testing.assert_close(alpha_chunked, alpha, rtol=1e-12, atol=1e-14)

@@ -196,6 +196,12 @@ class EdgeChunks:
         """Per-edge ``values [E, ...]`` in the given edge order → chunk order."""
         return values if self.order is None else values.index_select(0, self.order)
 
+    def unsort(self, values: torch.Tensor) -> torch.Tensor:
+        """Per-edge ``values [E, ...]`` in chunk order → the given edge order."""
+        if self.order is None:
+            return values
+        return values.new_empty(values.shape).index_copy_(0, self.order, values)
+
     def map(
         self,
         fn: Callable[..., tuple[torch.Tensor, ...]],

@@ -25,6 +25,7 @@ channel ``c``, component ``m`` at ``c (2l+1) + m``. The ``1o`` components are Ca
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import math
 from typing import ClassVar, Literal, NamedTuple
@@ -36,7 +37,7 @@ from torch import nn
 
 from mlcalc.graph import AtomicGraph
 from mlcalc.models.base import AtomisticModel, ModelConfig
-from mlcalc.models.blocks import BesselBasis, polynomial_envelope, scatter_sum
+from mlcalc.models.blocks import BesselBasis, EdgeChunks, polynomial_envelope, scatter_sum
 from mlcalc.models.physics import conservative_outputs, edge_vectors, stress_and_virial
 
 #: Order ``p`` of MLANet's (unsquared) polynomial cutoff envelope ``u_p(r / r_c)``.
@@ -195,10 +196,8 @@ class ChannelIrreps:
 
 
 class EdgeAttributes(NamedTuple):
-    """Geometry of the ``E`` edges of a batch, shared by all attention layers."""
+    """Geometry of the ``E`` edges of a batch (in chunk order), shared by all attention layers."""
 
-    centre: torch.Tensor  #: [E] centre atom i
-    neighbor: torch.Tensor  #: [E] neighbour atom j
     envelope: torch.Tensor  #: [E] f_env(r_ij)
     radial: torch.Tensor  #: [E, N_b] Bessel basis times f_env
     sh: torch.Tensor  #: [E, (lmax+1)^2] spherical harmonics of u_ij, "component" norm
@@ -245,31 +244,61 @@ class DualPathAttention(nn.Module):
         self,
         features: torch.Tensor,
         edges: EdgeAttributes,
+        chunks: EdgeChunks,
         message_scale: torch.Tensor | None = None,
+        recompute: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``features [N, dim]`` → ``(new features [N, dim], attention [E, H])``.
 
-        ``message_scale [N]`` (optional) multiplies each atom's aggregated message.
+        ``message_scale [N]`` (optional) multiplies each atom's aggregated message. The per-edge
+        work runs over ``chunks`` (recomputed in the backward pass with ``recompute``); the
+        attention weights are in chunk order.
         """
-        num_atoms = features.shape[0]
+        aggregated, attention = chunks.map(
+            self._messages,
+            [edges.envelope, edges.radial, edges.sh],
+            [self.query(features), self.key(features), self.value(features)],
+            recompute,
+        )
+        if message_scale is not None:
+            aggregated = aggregated * message_scale[:, None]
+        update = self.activation(self.update(aggregated))
+        return (features + update) * self.residual_scale, attention
+
+    def _messages(
+        self,
+        first_atom: int,
+        num_atoms: int,
+        centre: torch.Tensor,
+        neighbor: torch.Tensor,
+        envelope: torch.Tensor,
+        radial: torch.Tensor,
+        sh: torch.Tensor,
+        node_queries: torch.Tensor,
+        node_keys: torch.Tensor,
+        node_values: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Aggregated messages ``[n, dim]`` of the chunk's atoms and attention ``[e, H]`` of its
+        edges (all of each atom's edges are in its chunk, so the softmax is complete)."""
         layout = self.layout
-        # per-edge features as lists of [E, C, 2l+1] blocks
-        edge_features = layout.blocks(self.sh_linear(edges.sh))
-        edge_features[0] = edge_features[0] + self.radial_linear(edges.radial)[:, :, None]
-        centre_queries = layout.blocks(self.query(features).index_select(0, edges.centre))
-        neighbor_keys = layout.blocks(self.key(features).index_select(0, edges.neighbor))
-        values = layout.blocks(self.value(features).index_select(0, edges.neighbor))
+        local = centre - first_atom
+        # per-edge features as lists of [e, C, 2l+1] blocks
+        edge_features = layout.blocks(self.sh_linear(sh))
+        edge_features[0] = edge_features[0] + self.radial_linear(radial)[:, :, None]
+        centre_queries = layout.blocks(node_queries.index_select(0, centre))
+        neighbor_keys = layout.blocks(node_keys.index_select(0, neighbor))
+        values = layout.blocks(node_values.index_select(0, neighbor))
         queries = [q + e for q, e in zip(centre_queries, edge_features, strict=True)]
         keys = [k + e for k, e in zip(neighbor_keys, edge_features, strict=True)]
 
         channel_scores = (layout.dots(queries, keys) * self.score_weights).sum(1)
         scores = channel_scores.unflatten(1, (self.num_heads, -1)).sum(2) / self.temperature()
-        attention = envelope_weighted_softmax(scores, edges.envelope, edges.centre, num_atoms)
+        attention = envelope_weighted_softmax(scores, envelope, local, num_atoms)
 
         gate_logits = (layout.dots(values, edge_features) * self.gate_weights).sum(1)
-        gate = torch.sigmoid(gate_logits * self.gate_norm + self.gate_bias)  # [E, C]
+        gate = torch.sigmoid(gate_logits * self.gate_norm + self.gate_bias)  # [e, C]
         # message α f_env (g ⊙ t + (1 - g) ⊙ q), with the per-channel factors combined first
-        edge_weights = (attention * edges.envelope[:, None]).repeat_interleave(
+        edge_weights = (attention * envelope[:, None]).repeat_interleave(
             self.channels // self.num_heads, dim=1
         )
         value_weights = (edge_weights * gate)[:, :, None]
@@ -277,13 +306,8 @@ class DualPathAttention(nn.Module):
         messages = [
             t * value_weights + q * query_weights for t, q in zip(values, queries, strict=True)
         ]
-        aggregated = torch.cat(
-            [scatter_sum(m, edges.centre, num_atoms).flatten(1) for m in messages], dim=1
-        )
-        if message_scale is not None:
-            aggregated = aggregated * message_scale[:, None]
-        update = self.activation(self.update(aggregated))
-        return (features + update) * self.residual_scale, attention
+        aggregated = [scatter_sum(m, local, num_atoms).flatten(1) for m in messages]
+        return torch.cat(aggregated, dim=1), attention
 
 
 class DirectStressHead(nn.Module):
@@ -352,6 +376,9 @@ class MLANet(AtomisticModel):
     architecture: ClassVar[str] = "mlanet"
     config_class: ClassVar[type[ModelConfig]] = MLANetConfig
     config: MLANetConfig
+    #: Per-edge work runs in chunks of at most about this many edges (``None``: one chunk);
+    #: see :attr:`mlcalc.models.NEMP.max_edges_per_chunk`. Results do not depend on it.
+    max_edges_per_chunk: int | None = 2**17
 
     def __init__(self, config: MLANetConfig) -> None:
         super().__init__(config)
@@ -373,43 +400,49 @@ class MLANet(AtomisticModel):
         else:
             self.energy_mlp = silu_mlp([c.readout_channels, *c.energy_mlp_hidden, 1])
 
-    def _edge_attributes(self, graph: AtomicGraph, vectors: torch.Tensor) -> EdgeAttributes:
+    def _edge_attributes(self, vectors: torch.Tensor) -> EdgeAttributes:
+        """Envelope, radial basis and spherical harmonics of edge vectors ``[E, 3]`` (Å)."""
         lengths = torch.linalg.norm(vectors, dim=1)
         envelope = polynomial_envelope(lengths, self.config.cutoff, ENVELOPE_EXPONENT)
         sh = o3.spherical_harmonics(
             list(range(self.config.lmax + 1)), vectors, normalize=True, normalization="component"
         )
         return EdgeAttributes(
-            centre=graph.edge_index[0],
-            neighbor=graph.edge_index[1],
-            envelope=envelope,
-            radial=self.radial_basis(lengths) * envelope[:, None],
-            sh=sh,
+            envelope=envelope, radial=self.radial_basis(lengths) * envelope[:, None], sh=sh
         )
 
     def _interactions(
-        self, graph: AtomicGraph, vectors: torch.Tensor
+        self, graph: AtomicGraph, vectors: torch.Tensor, recompute: bool = False
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Node features ``h^(0..T) [N, dim]`` and attention weights ``α^(1..T) [E, H]``."""
-        edges = self._edge_attributes(graph, vectors)
+        """Node features ``h^(0..T) [N, dim]`` and attention weights ``α^(1..T) [E, H]`` (in the
+        graph's edge order).
+
+        Per-edge work runs in chunks of whole atoms with at most about
+        ``max_edges_per_chunk`` edges (:class:`~mlcalc.models.blocks.EdgeChunks`); with
+        ``recompute`` each chunk's intermediates are recomputed in the backward pass.
+        """
+        chunks = EdgeChunks(graph.edge_index, graph.num_atoms, self.max_edges_per_chunk)
+        edges = self._edge_attributes(chunks.sort(vectors))
         message_scale = None
         if self.config.degree_scaling:
             message_scale = (
-                scatter_sum(edges.envelope, edges.centre, graph.num_atoms)
+                scatter_sum(edges.envelope, chunks.centre, graph.num_atoms)
                 / self.config.avg_num_neighbors
             )
         embedding = self.species_embedding(graph.species)
         features = [nn.functional.pad(embedding, (0, self.feature_dim - self.config.channels))]
         attention = []
         for layer in self.interactions:
-            updated, weights = layer(features[-1], edges, message_scale)
+            updated, weights = layer(features[-1], edges, chunks, message_scale, recompute)
             features.append(updated)
-            attention.append(weights)
+            attention.append(chunks.unsort(weights))
         return features, attention
 
-    def _atomic_energies(self, graph: AtomicGraph, vectors: torch.Tensor) -> torch.Tensor:
+    def _atomic_energies(
+        self, graph: AtomicGraph, vectors: torch.Tensor, recompute: bool = False
+    ) -> torch.Tensor:
         """Conservative mode: ``[N]`` local atomic energies (float64, eV)."""
-        features = self._interactions(graph, vectors)[0][-1]
+        features = self._interactions(graph, vectors, recompute)[0][-1]
         raw = self.energy_mlp(self.readout_features(features)).squeeze(1)
         return self.readout(raw, graph.species)
 
@@ -456,9 +489,8 @@ class MLANet(AtomisticModel):
         direct mode the heads already run under the caller's grad mode and it has no effect.
         """
         if self.config.force_mode == "conservative":
-            return conservative_outputs(
-                self._atomic_energies, graph, compute_forces, compute_stress, training
-            )
+            energies = functools.partial(self._atomic_energies, recompute=not training)
+            return conservative_outputs(energies, graph, compute_forces, compute_stress, training)
         vectors = edge_vectors(
             graph.positions, graph.cell, graph.shifts, graph.edge_index, graph.batch
         )
