@@ -17,9 +17,11 @@ from ase.mep import NEB
 from ase.optimize import BFGS
 from ase.stress import full_3x3_to_voigt_6_stress
 
-from mlcalc import MLCalculator, NEMPCalculator
+from mlcalc import MLANetCalculator, MLCalculator, NEMPCalculator
 from mlcalc.graph import build_graph
-from mlcalc.models import AtomisticModel, ModelConfig
+from mlcalc.models import AtomisticModel, MLANet, MLANetConfig, ModelConfig
+from mlcalc.models.compiled import CompiledAtomicEnergies, padded_edge_count
+from mlcalc.models.physics import conservative_outputs
 
 FORCE_TOL = 1e-6  # eV/Å
 STRESS_TOL = 1e-7  # eV/Å³
@@ -637,3 +639,60 @@ def test_calculate_batch_equals_one_at_a_time(model, structures, max_atoms):
     assert calc.calculate_batch([]) == []
     with pytest.raises(ValueError, match="max_atoms_per_batch must be positive"):
         calc.calculate_batch(batch, max_atoms_per_batch=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# torch.compile with static shapes
+
+
+def test_padded_edge_counts_are_few_coarse_buckets():
+    sizes = range(1, 200_000, 97)
+    counts = [padded_edge_count(n) for n in sizes]
+    assert all(n <= p <= max(n + 256, 1.125 * n) for p, n in zip(counts, sizes, strict=True))
+    # 16 per doubling above 4,096 edges: an MD run's fluctuations rarely change the bucket
+    assert len(set(counts)) <= 16 + 16 * 6
+    assert padded_edge_count(0) == 256
+
+
+@pytest.mark.parametrize("architecture", ["nemp", "mlanet"])
+def test_padding_edges_change_no_result(model, structures, architecture):
+    """The padding edges (2 r_c long, atom 0 to itself) contribute exactly nothing."""
+    if architecture == "mlanet":
+        config = MLANetConfig(
+            elements=["H", "O", "Al", "Ni", "Cu"], cutoff=4.0, channels=8, force_mode="conservative"
+        )
+        model = MLANet(config).double()
+    atoms = structures.triclinic_bulk()
+    graph = build_graph(atoms, model.cutoff, model.atomic_numbers)
+    energies = model.atomic_energy_function()
+    padded = CompiledAtomicEnergies(energies, model.cutoff)
+    padded.compiled = energies  # the padding path, without compiling
+    assert padded_edge_count(graph.num_edges) > graph.num_edges
+    eager = conservative_outputs(energies, graph, True, True)
+    out = conservative_outputs(padded, graph, True, True)
+    for name in ("energy", "forces", "stress"):
+        torch.testing.assert_close(out[name], eager[name], rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.slow
+def test_compiled_calculator_equals_eager(model, structures):
+    """torch.compile (about a minute of compiling on 2 cores) gives the eager results."""
+    atoms = structures.triclinic_bulk()
+    eager = NEMPCalculator(model, device="cpu")
+    compiled = NEMPCalculator(model, device="cpu", compile=True)
+    for step in range(2):  # the second step reuses the compiled code (same bucket)
+        atoms.positions += np.random.default_rng(step).normal(0.0, 0.02, atoms.positions.shape)
+        for name, tolerance in (("energy", 1e-10), ("forces", 1e-10), ("stress", 1e-12)):
+            np.testing.assert_allclose(
+                compiled.get_property(name, atoms),
+                eager.get_property(name, atoms),
+                rtol=0,
+                atol=tolerance,
+            )
+    assert compiled.compiled_energies.compiled is not None  # it did not fall back to eager
+
+
+def test_compile_needs_conservative_forces():
+    model = MLANet(MLANetConfig(elements=["H", "O"], channels=8, force_mode="direct"))
+    with pytest.raises(ValueError, match="conservative"):
+        MLANetCalculator(model, device="cpu", compile=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from os import PathLike
 from typing import Any, ClassVar
 
@@ -145,6 +145,15 @@ class AtomisticModel(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+    def atomic_energy_function(
+        self, recompute: bool = False
+    ) -> Callable[[AtomicGraph, torch.Tensor], torch.Tensor] | None:
+        """The map ``(graph, edge vectors [E, 3] in Å) → atomic energies [N]`` (eV) whose
+        derivatives give the forces and stress, or ``None`` when the model has none (direct
+        forces). ``recompute``: recompute per-edge intermediates in the backward pass instead
+        of keeping them (inference only; see ``max_edges_per_chunk``)."""
+        return None
 
     def forward(
         self,

@@ -28,6 +28,7 @@ import dataclasses
 import functools
 import itertools
 import math
+from collections.abc import Callable
 from typing import ClassVar, Literal, NamedTuple
 
 import torch
@@ -446,6 +447,15 @@ class MLANet(AtomisticModel):
         raw = self.energy_mlp(self.readout_features(features)).squeeze(1)
         return self.readout(raw, graph.species)
 
+    def atomic_energy_function(
+        self, recompute: bool = False
+    ) -> Callable[[AtomicGraph, torch.Tensor], torch.Tensor] | None:
+        """Conservative mode: the local atomic energies with ``recompute`` bound; direct mode
+        has none (``None``)."""
+        if self.config.force_mode != "conservative":
+            return None
+        return functools.partial(self._atomic_energies, recompute=recompute)
+
     def _pooled_energy(self, graph: AtomicGraph, features: torch.Tensor) -> torch.Tensor:
         """Direct mode: ``[B]`` energies (float64, eV) from sum/mean/max pooling per graph."""
         invariants = self.readout_features(features)
@@ -488,8 +498,8 @@ class MLANet(AtomisticModel):
         ``training`` keeps the autograd graph of conservative forces and stress for a loss; in
         direct mode the heads already run under the caller's grad mode and it has no effect.
         """
-        if self.config.force_mode == "conservative":
-            energies = functools.partial(self._atomic_energies, recompute=not training)
+        energies = self.atomic_energy_function(recompute=not training)
+        if energies is not None:
             return conservative_outputs(energies, graph, compute_forces, compute_stress, training)
         vectors = edge_vectors(
             graph.positions, graph.cell, graph.shifts, graph.edge_index, graph.batch

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+from collections.abc import Callable
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -459,5 +460,11 @@ class NEMP(AtomisticModel):
         ``stress``/``virial [B, 3, 3]`` when asked for; see
         :func:`mlcalc.models.physics.conservative_outputs`.
         """
-        energies = functools.partial(self.atomic_energies_of, recompute=not training)
+        energies = self.atomic_energy_function(recompute=not training)
         return conservative_outputs(energies, graph, compute_forces, compute_stress, training)
+
+    def atomic_energy_function(
+        self, recompute: bool = False
+    ) -> Callable[[AtomicGraph, torch.Tensor], torch.Tensor]:
+        """:meth:`atomic_energies_of` with ``recompute`` bound."""
+        return functools.partial(self.atomic_energies_of, recompute=recompute)
