@@ -74,7 +74,7 @@ class CompiledAtomicEnergies:
                 # dynamo's tracing reads .grad of non-leaf tensors (a torch-internal warning)
                 warnings.filterwarnings("ignore", "The .grad attribute of a Tensor", UserWarning)
                 return self.compiled(graph, vectors)
-        except Exception as error:  # noqa: BLE001 - any compile failure falls back to eager
+        except Exception as error:  # any failure to compile falls back to eager
             warnings.warn(
                 f"torch.compile failed ({type(error).__name__}: {error}); running eagerly",
                 RuntimeWarning,

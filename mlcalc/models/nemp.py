@@ -385,9 +385,7 @@ class NEMP(AtomisticModel):
             edge_state,
             scatter_sum(f_cut, local, num_atoms),
             scatter_sum(x0[:, self.rho0_row], local, num_atoms),
-            scatter_sum(
-                self._expand(x0[:, : c.l_max_features + 1], sh_features), local, num_atoms
-            ),
+            scatter_sum(self._expand(x0[:, : c.l_max_features + 1], sh_features), local, num_atoms),
         )
 
     def _interaction_edges(
