@@ -88,3 +88,15 @@ def test_water_md_example_runs(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "E_total" in result.stdout and "T " in result.stdout
     assert trajectory.stat().st_size > 0
+
+
+def test_workflow_model_may_be_a_registry_name(tmp_path: Path, capsys) -> None:
+    from ase.build import bulk
+
+    structure = tmp_path / "si.xyz"
+    bulk("Si", "diamond", a=5.43).write(structure)
+    out = tmp_path / "relax"
+    assert main(["relax", str(structure), "--model", "si", "--out", str(out)]) == 0
+    assert (out / "relax.traj").is_file()
+    assert main(["relax", str(structure), "--model", "sii", "--out", str(out)]) != 0
+    assert "did you mean 'si'" in capsys.readouterr().err

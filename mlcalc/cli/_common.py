@@ -15,7 +15,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
         required=True,
-        help="a .safetensors checkpoint, or 'emt' for ASE's EMT potential",
+        help="a registry name (mlcalc models list), an hf:// reference, a .safetensors "
+        "checkpoint, or 'emt' for ASE's EMT potential",
     )
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     parser.add_argument(
@@ -25,18 +26,16 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def calculator_from_args(args: argparse.Namespace) -> Calculator:
-    """The ASE calculator named by ``--model`` (checkpoint path or ``emt``)."""
+    """The ASE calculator named by ``--model`` (registry name, ``hf://`` reference, checkpoint
+    path, or ``emt``)."""
     if args.model.lower() == "emt":
         from ase.calculators.emt import EMT
 
         return EMT()
     from mlcalc.calculators import CALCULATOR_FOR
-    from mlcalc.models import load_checkpoint
+    from mlcalc.pretrained import load_model
 
-    path = Path(args.model)
-    if not path.is_file():
-        raise FileNotFoundError(f"--model {args.model}: no such checkpoint file (or use 'emt')")
-    model = load_checkpoint(path)
+    model = load_model(args.model)
     return CALCULATOR_FOR[model.architecture](model, device=args.device, dtype=args.dtype)
 
 
