@@ -25,7 +25,7 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError, 
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from mlcalc.graph import AtomicGraph, NeighborBackend, NeighborCache, build_graph
-from mlcalc.models import DTYPES, NEMP, AtomisticModel, MLANet, load_checkpoint
+from mlcalc.models import NEMP, AtomisticModel, MLANet, load_checkpoint, torch_dtype
 from mlcalc.models.compiled import CompiledAtomicEnergies
 from mlcalc.models.physics import conservative_outputs
 from mlcalc.pretrained import load_model
@@ -45,11 +45,7 @@ def resolve_dtype(dtype: str | torch.dtype | None, model: AtomisticModel) -> tor
     """``"float32"``/``"float64"`` or a torch dtype; ``None`` keeps the model's own dtype."""
     if dtype is None:
         return next(model.parameters()).dtype
-    if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
-        return dtype
-    if dtype in DTYPES:
-        return DTYPES[dtype]
-    raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+    return torch_dtype(dtype)
 
 
 class MLCalculator(Calculator):

@@ -38,7 +38,7 @@ from typing import Any, Literal
 
 import torch
 
-from mlcalc.models import ARCHITECTURES, DTYPES, AtomisticModel, load_checkpoint
+from mlcalc.models import ARCHITECTURES, DTYPES, AtomisticModel, load_checkpoint, torch_dtype
 from mlcalc.models.base import normalize_elements
 from mlcalc.models.checkpoint import CheckpointError
 
@@ -495,15 +495,7 @@ def load_model(
         dtype = entry.dtype if dtype is None else dtype
     if dtype is None:
         dtype = next(model.parameters()).dtype
-    return model.to(device=device or "cpu", dtype=_torch_dtype(dtype)).eval()
-
-
-def _torch_dtype(dtype: str | torch.dtype) -> torch.dtype:
-    if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
-        return dtype
-    if isinstance(dtype, str) and dtype in DTYPES:
-        return DTYPES[dtype]
-    raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+    return model.to(device=device or "cpu", dtype=torch_dtype(dtype)).eval()
 
 
 def _check_entry(entry: PretrainedModel, model: AtomisticModel, path: Path) -> None:

@@ -1,7 +1,7 @@
 """Model cores: pure ``torch.nn.Module``s that map an :class:`~mlcalc.graph.AtomicGraph` to
 energies, forces and stress. Nothing here knows ASE calculators."""
 
-from mlcalc.models.base import DTYPES, AtomisticModel, ModelConfig
+from mlcalc.models.base import DTYPES, AtomisticModel, ModelConfig, torch_dtype
 from mlcalc.models.checkpoint import load_checkpoint, save_checkpoint
 from mlcalc.models.mlanet import MLANet, MLANetConfig
 from mlcalc.models.nemp import NEMP, NEMPConfig
@@ -23,4 +23,5 @@ __all__ = [
     "NEMPConfig",
     "load_checkpoint",
     "save_checkpoint",
+    "torch_dtype",
 ]

@@ -18,6 +18,15 @@ from mlcalc.models.blocks import AtomicEnergyReadout
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float64": torch.float64}
 
 
+def torch_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    """``"float32"``/``"float64"`` (or those torch dtypes) → the torch dtype; others refused."""
+    if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
+        return dtype
+    if isinstance(dtype, str) and dtype in DTYPES:
+        return DTYPES[dtype]
+    raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+
+
 def normalize_elements(elements: Sequence[str | int]) -> list[str]:
     """Element symbols sorted by atomic number; ``ValueError`` for unknown or repeated ones."""
     if len(elements) == 0:
