@@ -28,7 +28,7 @@ from mlcalc.graph import AtomicGraph, NeighborBackend, NeighborCache, build_grap
 from mlcalc.models import NEMP, AtomisticModel, MLANet, load_checkpoint, torch_dtype
 from mlcalc.models.compiled import CompiledAtomicEnergies
 from mlcalc.models.physics import conservative_outputs
-from mlcalc.pretrained import load_model
+from mlcalc.pretrained import get_pretrained, list_pretrained, load_model
 
 
 def resolve_device(device: torch.device | str | None) -> torch.device:
@@ -145,6 +145,14 @@ class MLCalculator(Calculator):
         ``hf://<org>/<repo>/<filename>@<revision>`` reference or a checkpoint path; see
         :mod:`mlcalc.pretrained`. ``dtype=None`` is the registry entry's default dtype (the
         checkpoint's own for references and paths)."""
+        if isinstance(name_or_ref, str) and name_or_ref in {m.name for m in list_pretrained()}:
+            architecture = get_pretrained(name_or_ref).architecture
+            if architecture != cls.model_class.architecture:  # refuse before any download
+                right = CALCULATOR_FOR[architecture]
+                raise TypeError(
+                    f"{cls.__name__} needs a {cls.model_class.__name__} model, but "
+                    f"{name_or_ref} holds {right.model_class.__name__}; use {right.__name__}"
+                )
         model = load_model(name_or_ref, dtype=dtype)
         cls._check_architecture(model, str(name_or_ref))
         return cls(model, device=device, **kwargs)

@@ -708,3 +708,9 @@ def test_cli_models_download_from_the_hub(hub, hub_models, capsys):
     assert main(["models", "download", "hub-water"]) == 0  # cached
     assert main(["models", "download", f"hf://org/water/other.safetensors@{REV_A}"]) == 2
     assert "not in the Hugging Face cache" in capsys.readouterr().err
+
+
+def test_hub_model_of_the_wrong_class_is_refused_before_downloading(hub, hub_models):
+    with pytest.raises(TypeError, match="hub-water holds NEMP; use NEMPCalculator"):
+        MLANetCalculator.from_pretrained("hub-water", device="cpu")
+    assert hub.requests == []
