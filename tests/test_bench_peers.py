@@ -4,6 +4,7 @@ watched subprocess. Nothing here times a model or asserts on timings."""
 from __future__ import annotations
 
 import importlib.util
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -134,3 +135,22 @@ def test_watched_child_is_killed_over_time_and_memory() -> None:
     ok = peers.run_watched([sys.executable, "-c", "print('{}')"], env, 20, 20)
     assert ok["killed"] == "" and ok["returncode"] == 0 and ok["stdout"].strip() == "{}"
     assert ok["child_peak_rss_mb"] > 1
+
+
+def test_hotspots_prints_the_operator_table() -> None:
+    """bench/hotspots.py runs end to end (its numbers are for reading, not asserted)."""
+    command = [
+        sys.executable,
+        str(BENCH / "hotspots.py"),
+        "--atoms",
+        "24",
+        "--threads",
+        "1",
+        "--steps",
+        "1",
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "matmul peak" in done.stdout
+    assert "| `aten::mm` |" in done.stdout
+    assert "| gather/scatter |" in done.stdout
