@@ -219,14 +219,18 @@ class EdgeChunks:
         """
         if len(self.bounds) == 1:
             return fn(0, self.bounds[0][3], self.centre, self.neighbor, *edge_inputs, *node_inputs)
+        # split, not sliced: the backward of one split is one concatenation, while every slice
+        # would get a gradient the size of the whole input (quadratic in the number of chunks)
+        sizes = [e1 - e0 for e0, e1, _, _ in self.bounds]
+        edge_pieces = list(zip(*(x.split(sizes) for x in edge_inputs), strict=True))
         pieces = []
-        for e0, e1, a0, a1 in self.bounds:
+        for k, (e0, e1, a0, a1) in enumerate(self.bounds):
             args = (
                 a0,
                 a1 - a0,
                 self.centre[e0:e1],
                 self.neighbor[e0:e1],
-                *(x[e0:e1] for x in edge_inputs),
+                *(edge_pieces[k] if edge_inputs else ()),
                 *node_inputs,
             )
             if recompute and torch.is_grad_enabled():
