@@ -194,8 +194,14 @@ def test_two_process_ddp_equals_one_process(data_dir, tmp_path):
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
         "-m", "mlcalc.cli", "train", str(path),
     ]  # fmt: skip
-    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=environment)
+    # gloo on the loopback interface: no dependence on how the host name resolves
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=environment)
+    except subprocess.TimeoutExpired as error:
+        pytest.fail(
+            f"torchrun did not finish in 300 s; output so far:\n{error.stdout}\n{error.stderr}"
+        )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "2 process(es)" in done.stdout
     assert done.stdout.count("best model") == 1  # only rank 0 reports

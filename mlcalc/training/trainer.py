@@ -529,13 +529,16 @@ class Trainer:
         from mlcalc.models import load_checkpoint
 
         best = load_checkpoint(self.output_dir / BEST_FILE, device=device)
-        # scored like the validation during training: each rank takes a share of the frames
-        valid_set = GraphDataset(data.valid, best.cutoff, elements, dtype)
-        valid_errors = self._validate(best, valid_set, device).errors()
+        valid_errors = evaluate(
+            best,
+            GraphDataset(data.valid, best.cutoff, elements, dtype),
+            device,
+            self.config.eval_batch_atoms,
+        ).errors()
         test_errors = None
         if data.test:
             test_set = GraphDataset(data.test, best.cutoff, elements, dtype)
-            test_errors = self._validate(best, test_set, device).errors()
+            test_errors = evaluate(best, test_set, device, self.config.eval_batch_atoms).errors()
             if self.processes.main:
                 summary = {"best_epoch": best_epoch, "train_time_s": elapsed, **test_errors}
                 write_text_atomic(
