@@ -105,19 +105,12 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=15)
     args = parser.parse_args()
 
-    from mlcalc.calculators import CALCULATOR_FOR
-    from mlcalc.models import NEMP, MLANet, MLANetConfig, NEMPConfig
     from mlcalc.structures import water_box
 
     peak = matmul_peak_gflops(args.threads)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    architecture, options, calculator_options = speed.MODELS[args.model]
-    if architecture == "nemp":
-        net = NEMP(NEMPConfig.preset(options["preset"], elements=["H", "O"], cutoff=5.0))
-    else:
-        net = MLANet(MLANetConfig(elements=["H", "O"], cutoff=5.0, **options))
-    calc = CALCULATOR_FOR[architecture](net, device="cpu", dtype=args.dtype, **calculator_options)
+    calc = speed.build_calculator(args.model, args.dtype)
     atoms = water_box(speed.repeats_for(args.atoms))
     rng = np.random.default_rng(0)
 

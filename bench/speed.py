@@ -101,22 +101,15 @@ def measure(model: str, dtype: str, size: int, args: argparse.Namespace) -> dict
     from ase.calculators.calculator import all_changes
 
     from mlcalc import tune_memory_allocator
-    from mlcalc.calculators import CALCULATOR_FOR
     from mlcalc.graph import build_graph
-    from mlcalc.models import NEMP, MLANet, MLANetConfig, NEMPConfig
-    from mlcalc.models.compiled import padded_edge_count
     from mlcalc.structures import water_box
 
     torch.set_num_threads(args.threads)
     if args.tune_malloc:
         tune_memory_allocator()
     torch.manual_seed(0)
-    architecture, options, calculator_options = MODELS[model]
-    if architecture == "nemp":
-        net = NEMP(NEMPConfig.preset(options["preset"], elements=["H", "O"], cutoff=5.0))
-    else:
-        net = MLANet(MLANetConfig(elements=["H", "O"], cutoff=5.0, **options))
-    calc = CALCULATOR_FOR[architecture](net, device="cpu", dtype=dtype, **calculator_options)
+    calc = build_calculator(model, dtype)
+    net = calc.model
     atoms = water_box(repeats_for(size))
     rng = np.random.default_rng(0)
     row: dict[str, Any] = {
@@ -155,11 +148,7 @@ def measure(model: str, dtype: str, size: int, args: argparse.Namespace) -> dict
         nl_times.append(time.perf_counter() - start)
     median, nl = statistics.median(times), statistics.median(nl_times[1:])
     compiled = calc.compiled_energies
-    row["compiled"] = compiled is not None and compiled.compiled is not None
-    if compiled is not None and compiled.max_edges is not None:  # larger systems run eagerly
-        row["compiled"] = (
-            row["compiled"] and padded_edge_count(graph.num_edges) <= compiled.max_edges
-        )
+    row["compiled"] = compiled is not None and compiled.runs_compiled(graph.num_edges)
     row.update(
         max_edges_per_chunk=calc.model.max_edges_per_chunk,
         edges=graph.num_edges,
@@ -174,6 +163,20 @@ def measure(model: str, dtype: str, size: int, args: argparse.Namespace) -> dict
         energy=calc.results["energy"],
     )
     return row
+
+
+def build_calculator(model: str, dtype: str) -> Any:
+    """The CPU calculator of benchmark model ``model`` (``MODELS``): random weights
+    (call ``torch.manual_seed`` first), elements H and O, cutoff 5 Å."""
+    from mlcalc.calculators import CALCULATOR_FOR
+    from mlcalc.models import NEMP, MLANet, MLANetConfig, NEMPConfig
+
+    architecture, options, calculator_options = MODELS[model]
+    if architecture == "nemp":
+        net = NEMP(NEMPConfig.preset(options["preset"], elements=["H", "O"], cutoff=5.0))
+    else:
+        net = MLANet(MLANetConfig(elements=["H", "O"], cutoff=5.0, **options))
+    return CALCULATOR_FOR[architecture](net, device="cpu", dtype=dtype, **calculator_options)
 
 
 def skip_reason(previous: dict[str, Any] | None, size: int, args: argparse.Namespace) -> str:

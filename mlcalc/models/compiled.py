@@ -57,11 +57,16 @@ class CompiledAtomicEnergies:
             function, dynamic=False
         )
 
+    def runs_compiled(self, num_edges: int) -> bool:
+        """Whether a graph of ``num_edges`` edges takes the compiled path (not eager)."""
+        padded = padded_edge_count(num_edges)
+        return self.compiled is not None and (self.max_edges is None or padded <= self.max_edges)
+
     def __call__(self, graph: AtomicGraph, vectors: torch.Tensor) -> torch.Tensor:
         num_edges = vectors.shape[0]
-        padded = padded_edge_count(num_edges)
-        if self.compiled is None or (self.max_edges is not None and padded > self.max_edges):
+        if not self.runs_compiled(num_edges):
             return self.function(graph, vectors)
+        padded = padded_edge_count(num_edges)
         if padded > num_edges:
             filler = vectors.new_zeros((padded - num_edges, 3))
             filler[:, 0] = 2.0 * self.cutoff
