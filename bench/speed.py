@@ -35,7 +35,7 @@ from typing import Any
 
 #: Benchmark name → (architecture, config overrides, calculator options). Elements H, O;
 #: cutoff 5 Å. ``-compiled`` models use ``compile=True`` (torch.compile; the first step
-#: compiles, and systems above ``max_edges_per_chunk`` edges run eagerly).
+#: compiles, and systems above ``recompute_above_edges`` edges run eagerly).
 MODELS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "nemp-default": ("nemp", {"preset": "default"}, {}),
     "nemp-small": ("nemp", {"preset": "small"}, {}),
@@ -110,6 +110,9 @@ def measure(model: str, dtype: str, size: int, args: argparse.Namespace) -> dict
     torch.manual_seed(0)
     calc = build_calculator(model, dtype)
     net = calc.model
+    for knob in ("max_edges_per_chunk", "recompute_above_edges"):
+        if getattr(args, knob, "default") != "default":
+            setattr(net, knob, None if getattr(args, knob) == "none" else int(getattr(args, knob)))
     atoms = water_box(repeats_for(size))
     rng = np.random.default_rng(0)
     row: dict[str, Any] = {
@@ -151,6 +154,7 @@ def measure(model: str, dtype: str, size: int, args: argparse.Namespace) -> dict
     row["compiled"] = compiled is not None and compiled.runs_compiled(graph.num_edges)
     row.update(
         max_edges_per_chunk=calc.model.max_edges_per_chunk,
+        recompute_above_edges=calc.model.recompute_above_edges,
         edges=graph.num_edges,
         median_ms=1e3 * median,
         min_ms=1e3 * min(times),
@@ -191,16 +195,18 @@ def skip_reason(previous: dict[str, Any] | None, size: int, args: argparse.Names
     seconds = scale * (first + previous["median_ms"] / 1e3)
     base = previous["rss_after_build_mb"]
     rss_gb = (base + scale * (previous["peak_rss_mb"] - base)) / 1024
-    # our models switch to recomputed edge chunks above max_edges_per_chunk edges, where memory
-    # grows far slower than a linear extrapolation from an unchunked size: leave it to the guard
-    chunk = previous.get("max_edges_per_chunk")
-    starts_chunking = chunk is not None and previous["edges"] * scale > chunk
+    # our models recompute their edge chunks above recompute_above_edges edges, where memory
+    # grows far slower than a linear extrapolation from a size without: leave it to the guard
+    threshold = previous.get("recompute_above_edges")
+    starts_recomputing = (
+        threshold is not None and previous["edges"] <= threshold < previous["edges"] * scale
+    )
     reasons = []
     if seconds > args.budget_s:
         reasons.append(
             f"predicted {seconds:.0f} s for the first two steps > budget {args.budget_s:g} s"
         )
-    if rss_gb > args.max_rss_gb and not starts_chunking:
+    if rss_gb > args.max_rss_gb and not starts_recomputing:
         reasons.append(f"predicted peak RSS {rss_gb:.1f} GB > guard {args.max_rss_gb:g} GB")
     return "; ".join(reasons)
 
@@ -253,6 +259,12 @@ def main() -> None:
         action="store_true",
         help="call mlcalc.tune_memory_allocator() in each worker (keeps big blocks in the heap)",
     )
+    for knob in ("max-edges-per-chunk", "recompute-above-edges"):
+        parser.add_argument(
+            f"--{knob}",
+            default="default",
+            help=f"set our models' {knob.replace('-', '_')} (an edge count or 'none')",
+        )
     parser.add_argument("--json", type=Path, help="write all rows to this file")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -270,6 +282,10 @@ def main() -> None:
         str(args.budget_s),
         "--max-rss-gb",
         str(args.max_rss_gb),
+        "--max-edges-per-chunk",
+        args.max_edges_per_chunk,
+        "--recompute-above-edges",
+        args.recompute_above_edges,
     ]
     rows = []
     for model in args.models:

@@ -69,7 +69,7 @@ class MLCalculator(Calculator):
             padded to buckets; see :mod:`mlcalc.models.compiled`). Each new bucket compiles
             once (about a minute on a CPU), after which steps are 1.3–1.4× faster here: worth it
             for MD and long relaxations, not for single points. Systems with more than the
-            model's ``max_edges_per_chunk`` edges run eagerly. Conservative models only.
+            model's ``recompute_above_edges`` edges run eagerly. Conservative models only.
     """
 
     implemented_properties: ClassVar[list[str]] = [
@@ -100,14 +100,17 @@ class MLCalculator(Calculator):
         self.neighbors = NeighborCache(self.model.cutoff, skin=skin, backend=backend)
         self.compiled_energies: CompiledAtomicEnergies | None = None
         if compile:
-            energies = self.model.atomic_energy_function(recompute=True)
+            energies = self.model.atomic_energy_function(chunked=False)
             if energies is None:
                 raise ValueError(
                     "compile=True needs a model with conservative forces; this "
                     f"{type(model).__name__} computes forces directly"
                 )
             self.compiled_energies = CompiledAtomicEnergies(
-                energies, self.model.cutoff, getattr(self.model, "max_edges_per_chunk", None)
+                energies,
+                self.model.cutoff,
+                max_edges=self.model.recompute_above_edges,
+                eager=self.model.atomic_energy_function(recompute=True),
             )
 
     @classmethod

@@ -117,12 +117,13 @@ def test_skip_reasons() -> None:
     assert peers.skip_reason(fine, 1536, args) == ""  # predicts 8 × 1.02 s
     assert "predicted" in peers.skip_reason(fine, 98304, args)  # 512 × 1.02 s
     # memory: 1,536 atoms at 4 GB predicts 32 GB at 12,288 atoms (guard: 20 GB) unless the
-    # larger size switches to recomputed edge chunks, where it grows far slower
+    # larger size switches to recomputing its edge chunks, where it grows far slower
     big = measured("nemp-default", 100.0, atoms=1536, peak_rss_mb=4400.0, edges=83_000)
     assert "peak RSS" in peers.skip_reason(big, 12288, args)
-    chunked = {**big, "max_edges_per_chunk": 131_072}
-    assert peers.skip_reason(chunked, 12288, args) == ""
-    assert peers.skip_reason({**chunked, "max_edges_per_chunk": 10**7}, 12288, args) != ""
+    recomputing = {**big, "recompute_above_edges": 524_288}
+    assert peers.skip_reason(recomputing, 12288, args) == ""
+    assert peers.skip_reason({**recomputing, "recompute_above_edges": 10**7}, 12288, args) != ""
+    assert peers.skip_reason({**recomputing, "recompute_above_edges": 0}, 12288, args) != ""
 
 
 def test_missing_venv_with_skip_setup_is_reported_not_installed(tmp_path: Path) -> None:

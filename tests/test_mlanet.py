@@ -509,12 +509,17 @@ def test_md_and_relaxation_through_the_calculator(force_mode: str) -> None:
         assert atoms.get_potential_energy() < e0
 
 
-@pytest.mark.parametrize("force_mode", ["conservative", "direct"])
-def test_edge_chunks_with_recompute_equal_one_pass(force_mode: str) -> None:
-    """Per-edge work in chunks of whole atoms (recomputed in the backward pass) changes no
-    result, and the attention weights come back in the graph's edge order."""
+@pytest.mark.parametrize(
+    ("force_mode", "recompute_above_edges"),
+    [("conservative", 0), ("conservative", None), ("direct", 0)],
+)
+def test_edge_chunks_equal_one_pass(force_mode: str, recompute_above_edges: int | None) -> None:
+    """Per-edge work in chunks of whole atoms (recomputed in the backward pass with ``0``, kept
+    with ``None``) changes no result, and the attention weights come back in the graph's edge
+    order."""
     structures = [ethanol(), crystal(1) * (2, 1, 1)]
     model = make_model(force_mode, 2)
+    model.recompute_above_edges = recompute_above_edges
     graph = build_graph(structures, model.cutoff, model.atomic_numbers)
     vectors = edge_vectors(graph.positions, graph.cell, graph.shifts, graph.edge_index, graph.batch)
     model.max_edges_per_chunk = None

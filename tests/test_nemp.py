@@ -292,9 +292,10 @@ def test_graph_in_float32_keeps_reference_energies_exact() -> None:
     assert model.atomic_energies == {"H": -13.6, "C": -1030.0, "O": -2040.0}
 
 
+@pytest.mark.parametrize("recompute_above_edges", [0, None])
 @pytest.mark.parametrize("max_edges", [1, 37, 400])
-def test_edge_chunks_with_recompute_equal_one_pass(max_edges: int) -> None:
-    """Chunked per-edge work (recomputed in the backward pass) changes no result.
+def test_edge_chunks_equal_one_pass(max_edges: int, recompute_above_edges: int | None) -> None:
+    """Chunked per-edge work, recomputed in the backward pass (``0``) or kept, changes no result.
 
     ``max_edges=1`` gives every atom a chunk of its own (each has more edges than that); the
     batch mixes a molecule and a crystal, so chunks cross graph boundaries.
@@ -304,6 +305,7 @@ def test_edge_chunks_with_recompute_equal_one_pass(max_edges: int) -> None:
     model.max_edges_per_chunk = None
     whole = evaluate(model, structures, stress=True)
     model.max_edges_per_chunk = max_edges
+    model.recompute_above_edges = recompute_above_edges
     chunked = evaluate(model, structures, stress=True)
     np.testing.assert_allclose(chunked["energy"], whole["energy"], rtol=1e-13)
     np.testing.assert_allclose(chunked["forces"], whole["forces"], atol=1e-12)

@@ -12,7 +12,7 @@ from ase.data import atomic_numbers, chemical_symbols
 from torch import nn
 
 from mlcalc.graph import AtomicGraph
-from mlcalc.models.blocks import AtomicEnergyReadout
+from mlcalc.models.blocks import AtomicEnergyReadout, EdgeChunks
 
 #: Floating dtypes a model may run in, by name.
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float64": torch.float64}
@@ -104,6 +104,15 @@ class AtomisticModel(nn.Module):
 
     architecture: ClassVar[str]
     config_class: ClassVar[type[ModelConfig]]
+    #: Per-edge work runs in chunks of whole atoms with at most about this many edges
+    #: (``None``: one chunk), small enough for the per-edge tensors to stay in cache. Results
+    #: do not depend on it. Set it on an instance to tune it (``model.max_edges_per_chunk``).
+    max_edges_per_chunk: int | None = 2**14
+    #: Outside training, graphs with more edges than this drop each chunk's intermediates
+    #: after the forward pass and recompute them in the backward pass: several times less
+    #: memory for about half a forward pass more time (``None``: never recompute; ``0``:
+    #: always). About 9,700 atoms of liquid water at a 5 Å cutoff.
+    recompute_above_edges: int | None = 2**19
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -155,13 +164,28 @@ class AtomisticModel(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    def edge_chunks(
+        self, graph: AtomicGraph, recompute: bool = False, chunked: bool = True
+    ) -> EdgeChunks:
+        """The chunks of ``graph``'s edges that per-edge work runs over.
+
+        ``chunked=False`` gives one chunk (for ``torch.compile``); ``recompute`` (inference
+        only) recomputes intermediates in graphs above :attr:`recompute_above_edges` edges.
+        """
+        threshold = self.recompute_above_edges
+        return EdgeChunks(
+            graph.edge_index,
+            graph.num_atoms,
+            self.max_edges_per_chunk if chunked else None,
+            recompute=recompute and threshold is not None and graph.num_edges > threshold,
+        )
+
     def atomic_energy_function(
-        self, recompute: bool = False
+        self, recompute: bool = False, chunked: bool = True
     ) -> Callable[[AtomicGraph, torch.Tensor], torch.Tensor] | None:
         """The map ``(graph, edge vectors [E, 3] in Å) → atomic energies [N]`` (eV) whose
         derivatives give the forces and stress, or ``None`` when the model has none (direct
-        forces). ``recompute``: recompute per-edge intermediates in the backward pass instead
-        of keeping them (inference only; see ``max_edges_per_chunk``)."""
+        forces). ``recompute`` and ``chunked``: see :meth:`edge_chunks`."""
         return None
 
     def forward(

@@ -18,10 +18,81 @@ from torch.utils.checkpoint import checkpoint
 SILU_GAIN = 1.67462
 
 
-def scatter_sum(values: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tensor:
-    """Sum ``values [E, ...]`` into ``[size, ...]`` rows given by ``index [E]``."""
-    out = values.new_zeros((size, *values.shape[1:]))
-    return out.index_add_(0, index, values)
+class _ScatterSum(torch.autograd.Function):
+    """``index_add_`` into zeros whose backward keeps only the index.
+
+    Autograd's own ``index_add`` keeps the whole ``source`` tensor for its backward (it needs
+    only its shape); on per-edge tensors that is most of the memory a forward pass holds.
+    The backward is a differentiable ``index_select``, so double backward (force training) works.
+    """
+
+    @staticmethod
+    def forward(values: torch.Tensor, index: torch.Tensor, size: int, dim: int) -> torch.Tensor:
+        shape = list(values.shape)
+        shape[dim] = size
+        return values.new_zeros(shape).index_add_(dim, index, values)
+
+    @staticmethod
+    def setup_context(
+        ctx: torch.autograd.function.FunctionCtx, inputs: tuple, output: torch.Tensor
+    ) -> None:
+        ctx.save_for_backward(inputs[1])
+        ctx.dim = inputs[3]
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple:
+        (index,) = ctx.saved_tensors
+        return grad.index_select(ctx.dim, index), None, None, None
+
+
+class _GatheredProduct(torch.autograd.Function):
+    """``source.index_select(dim, index) * other`` whose backward gathers ``source`` again
+    instead of keeping the gathered tensor (autograd's ``mul`` keeps both factors)."""
+
+    @staticmethod
+    def forward(
+        source: torch.Tensor, index: torch.Tensor, dim: int, other: torch.Tensor
+    ) -> torch.Tensor:
+        return source.index_select(dim, index) * other
+
+    @staticmethod
+    def setup_context(
+        ctx: torch.autograd.function.FunctionCtx, inputs: tuple, output: torch.Tensor
+    ) -> None:
+        source, index, dim, other = inputs
+        ctx.save_for_backward(source, index, other)
+        ctx.dim = dim
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple:
+        source, index, other = ctx.saved_tensors
+        dim = ctx.dim
+        grad_source = grad_other = None
+        if ctx.needs_input_grad[0]:
+            gathered_shape = list(source.shape)
+            gathered_shape[dim] = index.shape[0]
+            grad_gathered = (grad * other).sum_to_size(gathered_shape)
+            grad_source = scatter_sum(grad_gathered, index, source.shape[dim], dim)
+        if ctx.needs_input_grad[3]:
+            grad_other = (grad * source.index_select(dim, index)).sum_to_size(other.shape)
+        return grad_source, None, None, grad_other
+
+
+def gathered_product(
+    source: torch.Tensor, index: torch.Tensor, other: torch.Tensor, dim: int = 0
+) -> torch.Tensor:
+    """``source.index_select(dim, index) * other`` (``other`` broadcasts against the gathered
+    tensor), keeping ``source``, ``index`` and ``other`` for the backward rather than the
+    gathered tensor: per-edge gathers of node features cost no per-edge memory."""
+    return _GatheredProduct.apply(source, index, dim, other)
+
+
+def scatter_sum(values: torch.Tensor, index: torch.Tensor, size: int, dim: int = 0) -> torch.Tensor:
+    """Sum ``values`` along ``dim`` into ``size`` slots given by ``index [values.shape[dim]]``.
+
+    With ``dim=0``: ``values [E, ...]`` → ``[size, ...]``. Keeps only ``index`` for the backward.
+    """
+    return _ScatterSum.apply(values, index, size, dim)
 
 
 def polynomial_envelope(r: torch.Tensor, cutoff: float, p: int) -> torch.Tensor:
@@ -151,15 +222,16 @@ class SpeciesGroups:
 
 
 class EdgeChunks:
-    """The edges of a graph in chunks of whole atoms, for memory-bounded per-edge work.
+    """The edges of a graph in chunks of whole atoms, for cache- and memory-bounded per-edge work.
 
     With ``max_edges=None`` (or no more edges than that) there is one chunk: the edges in their
     given order. Otherwise the edges are sorted by centre atom (stably) and cut at atom
     boundaries into chunks of at most about ``max_edges`` edges (an atom with more edges than
-    that gets a chunk of its own). Per-edge work then runs chunk by chunk through :meth:`map`;
-    with ``recompute=True`` each chunk's intermediate tensors are dropped after the forward pass
-    and recomputed in the backward pass (activation checkpointing), so the memory a forward and
-    backward pass keeps per edge is that of the chunk functions' inputs and outputs only.
+    that gets a chunk of its own). Per-edge work then runs chunk by chunk through :meth:`map`,
+    on tensors small enough to stay in cache. With ``recompute=True`` each chunk's intermediate
+    tensors are also dropped after the forward pass and recomputed in the backward pass
+    (activation checkpointing; only under grad mode), so the memory a forward and backward
+    pass keeps per edge is that of the chunk functions' inputs and outputs only.
 
     Attributes:
         centre, neighbor: ``[E]`` int64 centre ``i`` and neighbour ``j`` in chunk order.
@@ -167,7 +239,14 @@ class EdgeChunks:
         bounds: ``(first_edge, end_edge, first_atom, end_atom)`` of each chunk.
     """
 
-    def __init__(self, edge_index: torch.Tensor, num_atoms: int, max_edges: int | None) -> None:
+    def __init__(
+        self,
+        edge_index: torch.Tensor,
+        num_atoms: int,
+        max_edges: int | None,
+        recompute: bool = False,
+    ) -> None:
+        self.recompute = recompute
         centre, neighbor = edge_index[0], edge_index[1]
         num_edges = int(centre.shape[0])
         if max_edges is not None and max_edges < 1:
@@ -207,7 +286,6 @@ class EdgeChunks:
         fn: Callable[..., tuple[torch.Tensor, ...]],
         edge_inputs: Sequence[torch.Tensor],
         node_inputs: Sequence[torch.Tensor] = (),
-        recompute: bool = False,
     ) -> tuple[torch.Tensor, ...]:
         """Run ``fn`` on every chunk and concatenate each of its outputs along dim 0.
 
@@ -233,7 +311,7 @@ class EdgeChunks:
                 *(edge_pieces[k] if edge_inputs else ()),
                 *node_inputs,
             )
-            if recompute and torch.is_grad_enabled():
+            if self.recompute and torch.is_grad_enabled():
                 pieces.append(checkpoint(fn, *args, use_reentrant=False))
             else:
                 pieces.append(fn(*args))

@@ -36,9 +36,12 @@ class CompiledAtomicEnergies:
     """``(graph, vectors [E, 3]) → [N]`` atomic energies (eV), compiled once per shape bucket.
 
     Args:
-        function: the eager map, e.g. ``model.atomic_energy_function()``.
+        function: the map to compile, e.g. ``model.atomic_energy_function(chunked=False)``
+            (one chunk: a chunk loop would compile anew for every new set of chunk bounds).
         cutoff: the model's cutoff, Å (padding edges are twice as long).
-        max_edges: padded edge counts above this run eager (the model's chunked path).
+        max_edges: padded edge counts above this run ``eager`` instead.
+        eager: the map for those, and for every call once compiling failed; default
+            ``function``.
 
     If compiling fails (no C++ compiler, an unsupported operation), a warning names the error
     and every later call runs eagerly.
@@ -49,8 +52,9 @@ class CompiledAtomicEnergies:
         function: Callable[[AtomicGraph, torch.Tensor], torch.Tensor],
         cutoff: float,
         max_edges: int | None = None,
+        eager: Callable[[AtomicGraph, torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
-        self.function = function
+        self.function = function if eager is None else eager
         self.cutoff = float(cutoff)
         self.max_edges = max_edges
         self.compiled: Callable[[AtomicGraph, torch.Tensor], torch.Tensor] | None = torch.compile(
@@ -78,6 +82,10 @@ class CompiledAtomicEnergies:
             with warnings.catch_warnings():
                 # dynamo's tracing reads .grad of non-leaf tensors (a torch-internal warning)
                 warnings.filterwarnings("ignore", "The .grad attribute of a Tensor", UserWarning)
+                # and instantiates the custom autograd Functions of mlcalc.models.blocks
+                warnings.filterwarnings(
+                    "ignore", ".*autograd.function.Function.* should not be instantiated"
+                )
                 return self.compiled(graph, vectors)
         except Exception as error:  # any failure to compile falls back to eager
             warnings.warn(

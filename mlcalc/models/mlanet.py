@@ -247,19 +247,16 @@ class DualPathAttention(nn.Module):
         edges: EdgeAttributes,
         chunks: EdgeChunks,
         message_scale: torch.Tensor | None = None,
-        recompute: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``features [N, dim]`` → ``(new features [N, dim], attention [E, H])``.
 
         ``message_scale [N]`` (optional) multiplies each atom's aggregated message. The per-edge
-        work runs over ``chunks`` (recomputed in the backward pass with ``recompute``); the
-        attention weights are in chunk order.
+        work runs over ``chunks``; the attention weights are in chunk order.
         """
         aggregated, attention = chunks.map(
             self._messages,
             [edges.envelope, edges.radial, edges.sh],
             [self.query(features), self.key(features), self.value(features)],
-            recompute,
         )
         if message_scale is not None:
             aggregated = aggregated * message_scale[:, None]
@@ -377,9 +374,6 @@ class MLANet(AtomisticModel):
     architecture: ClassVar[str] = "mlanet"
     config_class: ClassVar[type[ModelConfig]] = MLANetConfig
     config: MLANetConfig
-    #: Per-edge work runs in chunks of at most about this many edges (``None``: one chunk);
-    #: see :attr:`mlcalc.models.NEMP.max_edges_per_chunk`. Results do not depend on it.
-    max_edges_per_chunk: int | None = 2**17
 
     def __init__(self, config: MLANetConfig) -> None:
         super().__init__(config)
@@ -413,16 +407,18 @@ class MLANet(AtomisticModel):
         )
 
     def _interactions(
-        self, graph: AtomicGraph, vectors: torch.Tensor, recompute: bool = False
+        self,
+        graph: AtomicGraph,
+        vectors: torch.Tensor,
+        recompute: bool = False,
+        chunked: bool = True,
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Node features ``h^(0..T) [N, dim]`` and attention weights ``α^(1..T) [E, H]`` (in the
         graph's edge order).
 
-        Per-edge work runs in chunks of whole atoms with at most about
-        ``max_edges_per_chunk`` edges (:class:`~mlcalc.models.blocks.EdgeChunks`); with
-        ``recompute`` each chunk's intermediates are recomputed in the backward pass.
+        Per-edge work runs over :meth:`edge_chunks` (``recompute``, ``chunked``: see there).
         """
-        chunks = EdgeChunks(graph.edge_index, graph.num_atoms, self.max_edges_per_chunk)
+        chunks = self.edge_chunks(graph, recompute, chunked)
         edges = self._edge_attributes(chunks.sort(vectors))
         message_scale = None
         if self.config.degree_scaling:
@@ -434,27 +430,31 @@ class MLANet(AtomisticModel):
         features = [nn.functional.pad(embedding, (0, self.feature_dim - self.config.channels))]
         attention = []
         for layer in self.interactions:
-            updated, weights = layer(features[-1], edges, chunks, message_scale, recompute)
+            updated, weights = layer(features[-1], edges, chunks, message_scale)
             features.append(updated)
             attention.append(chunks.unsort(weights))
         return features, attention
 
     def _atomic_energies(
-        self, graph: AtomicGraph, vectors: torch.Tensor, recompute: bool = False
+        self,
+        graph: AtomicGraph,
+        vectors: torch.Tensor,
+        recompute: bool = False,
+        chunked: bool = True,
     ) -> torch.Tensor:
         """Conservative mode: ``[N]`` local atomic energies (float64, eV)."""
-        features = self._interactions(graph, vectors, recompute)[0][-1]
+        features = self._interactions(graph, vectors, recompute, chunked)[0][-1]
         raw = self.energy_mlp(self.readout_features(features)).squeeze(1)
         return self.readout(raw, graph.species)
 
     def atomic_energy_function(
-        self, recompute: bool = False
+        self, recompute: bool = False, chunked: bool = True
     ) -> Callable[[AtomicGraph, torch.Tensor], torch.Tensor] | None:
-        """Conservative mode: the local atomic energies with ``recompute`` bound; direct mode
-        has none (``None``)."""
+        """Conservative mode: the local atomic energies with ``recompute`` and ``chunked``
+        bound; direct mode has none (``None``)."""
         if self.config.force_mode != "conservative":
             return None
-        return functools.partial(self._atomic_energies, recompute=recompute)
+        return functools.partial(self._atomic_energies, recompute=recompute, chunked=chunked)
 
     def _pooled_energy(self, graph: AtomicGraph, features: torch.Tensor) -> torch.Tensor:
         """Direct mode: ``[B]`` energies (float64, eV) from sum/mean/max pooling per graph."""

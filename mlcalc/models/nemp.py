@@ -25,10 +25,10 @@ from torch import nn
 from mlcalc.graph import AtomicGraph
 from mlcalc.models.base import AtomisticModel, ModelConfig
 from mlcalc.models.blocks import (
-    EdgeChunks,
     MLPSpec,
     ScaledMLP,
     SpeciesGroups,
+    gathered_product,
     polynomial_envelope,
     scatter_sum,
 )
@@ -180,8 +180,7 @@ class NodeTensorProduct(nn.Module):
         """``a [N, K1, C]``, ``v [N, K2, C]``, ``weights [N, num_paths, C]`` → ``[N, K', C]``."""
         coupling = weights.index_select(1, self.path_of) * self.cg.to(a.dtype)[None, :, None]
         products = a.index_select(1, self.k1) * v.index_select(1, self.k2) * coupling
-        out = a.new_zeros((a.shape[0], self.out_dim, a.shape[2]))
-        return out.index_add_(1, self.kf, products)
+        return scatter_sum(products, self.kf, self.out_dim, dim=1)
 
 
 class NEMP(AtomisticModel):
@@ -194,11 +193,6 @@ class NEMP(AtomisticModel):
     architecture: ClassVar[str] = "nemp"
     config_class: ClassVar[type[ModelConfig]] = NEMPConfig
     config: NEMPConfig
-    #: Per-edge work runs in chunks of at most about this many edges (``None``: one chunk).
-    #: Outside training each chunk's intermediates are recomputed in the backward pass, so
-    #: large systems need far less memory; results do not depend on it. Set it on an
-    #: instance (``model.max_edges_per_chunk = 2**16``) to trade memory for time.
-    max_edges_per_chunk: int | None = 2**17
 
     def __init__(self, config: NEMPConfig) -> None:
         super().__init__(config)
@@ -268,31 +262,31 @@ class NEMP(AtomisticModel):
 
     def _expand(self, coefficients: torch.Tensor, sh: torch.Tensor) -> torch.Tensor:
         """``coefficients [E, L+1, C]`` times ``Y [E, K]`` → ``[E, K, C]`` (``K`` from ``sh``)."""
-        return coefficients.index_select(1, self.l_of_k[: sh.shape[1]]) * sh[:, :, None]
+        return gathered_product(coefficients, self.l_of_k[: sh.shape[1]], sh[:, :, None], dim=1)
 
-    def _contract(self, sh: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-        """``sum_m Y[e, lm] f[e, lm, c]`` → ``[E, L'+1, C]``."""
-        products = sh[:, :, None] * features
-        out = products.new_zeros(
-            (products.shape[0], self.config.l_max_features + 1, products.shape[2])
-        )
-        return out.index_add_(1, self.l_of_k[: sh.shape[1]], products)
+    def _contract(
+        self, sh: torch.Tensor, features: torch.Tensor, index: torch.Tensor
+    ) -> torch.Tensor:
+        """``sum_m Y[e, lm] f[index[e], lm, c]`` → ``[E, L'+1, C]``."""
+        products = gathered_product(features, index, sh[:, :, None])
+        return scatter_sum(products, self.l_of_k[: sh.shape[1]], self.config.l_max_features + 1, 1)
 
     def atomic_energies_of(
-        self, graph: AtomicGraph, vectors: torch.Tensor, recompute: bool = False
+        self,
+        graph: AtomicGraph,
+        vectors: torch.Tensor,
+        recompute: bool = False,
+        chunked: bool = True,
     ) -> torch.Tensor:
         """``[N]`` atomic energies (float64, eV) from edge vectors ``[E, 3]`` (Å).
 
-        Per-edge work runs in chunks of whole atoms with at most about
-        ``max_edges_per_chunk`` edges (:class:`~mlcalc.models.blocks.EdgeChunks`); with
-        ``recompute`` each chunk's intermediates are recomputed in the backward pass instead
-        of being kept, so memory per edge stays small in large systems.
+        Per-edge work runs over :meth:`edge_chunks` (``recompute``, ``chunked``: see there).
         """
         c = self.config
-        n_atoms, species = graph.num_atoms, graph.species
+        species = graph.species
         groups = SpeciesGroups(species, len(c.elements))
         inv_sqrt_c = 1.0 / math.sqrt(c.channels)
-        chunks = EdgeChunks(graph.edge_index, n_atoms, self.max_edges_per_chunk)
+        chunks = self.edge_chunks(graph, recompute, chunked)
         vectors = chunks.sort(vectors)
         sh = o3.spherical_harmonics(
             list(range(c.l_max + 1)), vectors, normalize=True, normalization="component"
@@ -303,7 +297,7 @@ class NEMP(AtomisticModel):
         pair_tables = [self.pair_frequencies(pair_code), self.pair_weights(pair_code)]
 
         edge_state, smooth_count, rho0, expansion = chunks.map(
-            self._initial_edges, [vectors, sh], [species, *pair_tables], recompute
+            self._initial_edges, [vectors, sh], [species, *pair_tables]
         )
         if c.neighbor_norm == "smooth_count":
             norm = smooth_count + 1e-6  # [N]
@@ -320,7 +314,6 @@ class NEMP(AtomisticModel):
                 functools.partial(self._interaction_edges, t),
                 [sh, edge_state],
                 [psi_bar, sent],
-                recompute,
             )
             # (c) new node invariant
             invariants.append((psi_bar * node_sh).sum(1))
@@ -337,7 +330,7 @@ class NEMP(AtomisticModel):
                 mean_square = psi.square().sum((1, 2)) / ((c.l_max_features + 1) * c.channels)
                 psi = psi * torch.rsqrt(mean_square + 1e-6)[:, None, None]
 
-        (final_sh,) = chunks.map(self._final_edges, [sh, edge_state], [], recompute)
+        (final_sh,) = chunks.map(self._final_edges, [sh, edge_state])
         invariants.append((psi * self.invariant_scale[:, None] * final_sh).sum(1) / math.sqrt(3.0))
         descriptor = torch.cat(invariants, dim=1) / norm[:, None]
         raw = self.atomic_mlp(descriptor).squeeze(1)
@@ -412,8 +405,8 @@ class NEMP(AtomisticModel):
         k_centre, k_neighbor, k_node = self._coefficients(t, edge_state)
         # (b) new edge invariant, appended to the edge state
         q = (
-            k_centre * self._contract(sh_features, psi_bar.index_select(0, centre))
-            + k_neighbor * self._contract(sh_features, psi_bar.index_select(0, neighbor))
+            k_centre * self._contract(sh_features, psi_bar, centre)
+            + k_neighbor * self._contract(sh_features, psi_bar, neighbor)
         ).sum(1) * (1.0 / math.sqrt(2.0))
         edge_state = torch.cat([edge_state, q], dim=1)
         # (c) the coefficient expansion for the new node invariant
@@ -424,8 +417,9 @@ class NEMP(AtomisticModel):
         # (e) centre expansion A; (f) virtual summed node V
         centre_expansion = scatter_sum(self._expand(x_centre, sh), local, num_atoms)
         virtual = scatter_sum(
-            x_virtual.index_select(1, self.l_of_k[: self.num_sh_features])
-            * sent.index_select(0, neighbor),
+            gathered_product(
+                sent, neighbor, x_virtual.index_select(1, self.l_of_k[: self.num_sh_features])
+            ),
             local,
             num_atoms,
         )
@@ -462,7 +456,7 @@ class NEMP(AtomisticModel):
         return conservative_outputs(energies, graph, compute_forces, compute_stress, training)
 
     def atomic_energy_function(
-        self, recompute: bool = False
+        self, recompute: bool = False, chunked: bool = True
     ) -> Callable[[AtomicGraph, torch.Tensor], torch.Tensor]:
-        """:meth:`atomic_energies_of` with ``recompute`` bound."""
-        return functools.partial(self.atomic_energies_of, recompute=recompute)
+        """:meth:`atomic_energies_of` with ``recompute`` and ``chunked`` bound."""
+        return functools.partial(self.atomic_energies_of, recompute=recompute, chunked=chunked)
