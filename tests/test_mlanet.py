@@ -525,7 +525,7 @@ def test_edge_chunks_equal_one_pass(force_mode: str, recompute_above_edges: int 
     model.max_edges_per_chunk = None
     whole = evaluate(model, structures, stress=True)
     _, attention = model._interactions(graph, vectors)
-    model.max_edges_per_chunk = 29
+    model.max_edges_per_chunk = model.max_edges_per_recomputed_chunk = 29
     chunked = evaluate(model, structures, stress=True)
     _, attention_chunked = model._interactions(graph, vectors)
     np.testing.assert_allclose(chunked["energy"], whole["energy"], rtol=1e-13)

@@ -304,7 +304,7 @@ def test_edge_chunks_equal_one_pass(max_edges: int, recompute_above_edges: int |
     structures = [ethanol(), crystal(1) * (2, 1, 1)]
     model.max_edges_per_chunk = None
     whole = evaluate(model, structures, stress=True)
-    model.max_edges_per_chunk = max_edges
+    model.max_edges_per_chunk = model.max_edges_per_recomputed_chunk = max_edges
     model.recompute_above_edges = recompute_above_edges
     chunked = evaluate(model, structures, stress=True)
     np.testing.assert_allclose(chunked["energy"], whole["energy"], rtol=1e-13)
@@ -329,6 +329,26 @@ def test_edge_chunks_keep_training_gradients() -> None:
             assert chunked is None
         else:
             torch.testing.assert_close(chunked, whole, rtol=1e-10, atol=1e-12)
+
+
+def test_recomputation_only_above_the_threshold_and_outside_training() -> None:
+    """Large graphs recompute (in bigger chunks), small ones and training never do."""
+    model = make_model()
+    graph = build_graph([ethanol(), crystal(2)], CUTOFF, model.atomic_numbers)
+    # one atom per chunk when keeping intermediates, one chunk for all when recomputing
+    model.max_edges_per_chunk, model.max_edges_per_recomputed_chunk = 1, graph.num_edges
+    for threshold, recompute, expected in [
+        (graph.num_edges - 1, True, True),
+        (graph.num_edges, True, False),
+        (None, True, False),
+        (0, False, False),  # training
+    ]:
+        model.recompute_above_edges = threshold
+        chunks = model.edge_chunks(graph, recompute)
+        assert chunks.recompute is expected
+        assert len(chunks) == (1 if expected else graph.num_atoms)
+    model.recompute_above_edges = None
+    assert len(model.edge_chunks(graph, False, chunked=False)) == 1
 
 
 def test_edge_chunks_split_at_atom_boundaries() -> None:

@@ -113,6 +113,10 @@ class AtomisticModel(nn.Module):
     #: memory for about half a forward pass more time (``None``: never recompute; ``0``:
     #: always). About 9,700 atoms of liquid water at a 5 Å cutoff.
     recompute_above_edges: int | None = 2**19
+    #: Chunk size, in edges, when recomputing. Larger than ``max_edges_per_chunk``: the
+    #: backward pass of every chunk builds full-size (``[N, ...]``) gradients of the per-node
+    #: inputs it gathers, a cost per chunk that grows with the system, so fewer chunks pay.
+    max_edges_per_recomputed_chunk: int | None = 2**17
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -173,11 +177,10 @@ class AtomisticModel(nn.Module):
         only) recomputes intermediates in graphs above :attr:`recompute_above_edges` edges.
         """
         threshold = self.recompute_above_edges
+        recompute = recompute and threshold is not None and graph.num_edges > threshold
+        max_edges = self.max_edges_per_recomputed_chunk if recompute else self.max_edges_per_chunk
         return EdgeChunks(
-            graph.edge_index,
-            graph.num_atoms,
-            self.max_edges_per_chunk if chunked else None,
-            recompute=recompute and threshold is not None and graph.num_edges > threshold,
+            graph.edge_index, graph.num_atoms, max_edges if chunked else None, recompute
         )
 
     def atomic_energy_function(

@@ -374,6 +374,8 @@ class MLANet(AtomisticModel):
     architecture: ClassVar[str] = "mlanet"
     config_class: ClassVar[type[ModelConfig]] = MLANetConfig
     config: MLANetConfig
+    #: Smaller than NEMP's: MLANet's per-edge tensors are wider (``[e, C (lmax+1)^2]``).
+    max_edges_per_chunk: int | None = 2**12
 
     def __init__(self, config: MLANetConfig) -> None:
         super().__init__(config)
