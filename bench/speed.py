@@ -36,6 +36,8 @@ from typing import Any
 #: Benchmark name → (architecture, config overrides, calculator options). Elements H, O;
 #: cutoff 5 Å. ``-compiled`` models use ``compile=True`` (torch.compile; the first step
 #: compiles, and systems above ``recompute_above_edges`` edges run eagerly).
+#: Our models' chunking attributes, each settable with ``--<name>`` (an edge count or ``none``).
+KNOBS = ("max_edges_per_chunk", "recompute_above_edges", "max_edges_per_recomputed_chunk")
 MODELS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "nemp-default": ("nemp", {"preset": "default"}, {}),
     "nemp-small": ("nemp", {"preset": "small"}, {}),
@@ -110,7 +112,7 @@ def measure(model: str, dtype: str, size: int, args: argparse.Namespace) -> dict
     torch.manual_seed(0)
     calc = build_calculator(model, dtype)
     net = calc.model
-    for knob in ("max_edges_per_chunk", "recompute_above_edges"):
+    for knob in KNOBS:
         if getattr(args, knob, "default") != "default":
             setattr(net, knob, None if getattr(args, knob) == "none" else int(getattr(args, knob)))
     atoms = water_box(repeats_for(size))
@@ -155,6 +157,7 @@ def measure(model: str, dtype: str, size: int, args: argparse.Namespace) -> dict
     row.update(
         max_edges_per_chunk=calc.model.max_edges_per_chunk,
         recompute_above_edges=calc.model.recompute_above_edges,
+        max_edges_per_recomputed_chunk=calc.model.max_edges_per_recomputed_chunk,
         edges=graph.num_edges,
         median_ms=1e3 * median,
         min_ms=1e3 * min(times),
@@ -259,11 +262,11 @@ def main() -> None:
         action="store_true",
         help="call mlcalc.tune_memory_allocator() in each worker (keeps big blocks in the heap)",
     )
-    for knob in ("max-edges-per-chunk", "recompute-above-edges"):
+    for knob in KNOBS:
         parser.add_argument(
-            f"--{knob}",
+            f"--{knob.replace('_', '-')}",
             default="default",
-            help=f"set our models' {knob.replace('-', '_')} (an edge count or 'none')",
+            help=f"set our models' {knob} (an edge count or 'none')",
         )
     parser.add_argument("--json", type=Path, help="write all rows to this file")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -282,11 +285,9 @@ def main() -> None:
         str(args.budget_s),
         "--max-rss-gb",
         str(args.max_rss_gb),
-        "--max-edges-per-chunk",
-        args.max_edges_per_chunk,
-        "--recompute-above-edges",
-        args.recompute_above_edges,
     ]
+    for knob in KNOBS:
+        shared += [f"--{knob.replace('_', '-')}", getattr(args, knob)]
     rows = []
     for model in args.models:
         for dtype in args.dtype:

@@ -116,7 +116,7 @@ class AtomisticModel(nn.Module):
     #: Chunk size, in edges, when recomputing. Larger than ``max_edges_per_chunk``: the
     #: backward pass of every chunk builds full-size (``[N, ...]``) gradients of the per-node
     #: inputs it gathers, a cost per chunk that grows with the system, so fewer chunks pay.
-    max_edges_per_recomputed_chunk: int | None = 2**17
+    max_edges_per_recomputed_chunk: int | None = 2**15
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
