@@ -67,9 +67,11 @@ class MLCalculator(Calculator):
             ``"matscipy"``.
         compile: run the model's energy through ``torch.compile`` (static shapes, edges
             padded to buckets; see :mod:`mlcalc.models.compiled`). Each new bucket compiles
-            once (about a minute on a CPU), after which steps are 1.3–1.4× faster here: worth it
-            for MD and long relaxations, not for single points. Systems with more than the
-            model's ``recompute_above_edges`` edges run eagerly. Conservative models only.
+            once (about a minute on a CPU), after which steps are about 1.3× faster here: worth
+            it for MD and long relaxations of small systems, not for single points. Systems with
+            more edges than one of the model's cache-sized chunks (``max_edges_per_chunk``,
+            about 300 water atoms for NEMP) run eagerly in chunks, which is faster there than
+            the compiled code in one piece. Conservative models only.
     """
 
     implemented_properties: ClassVar[list[str]] = [
@@ -109,7 +111,7 @@ class MLCalculator(Calculator):
             self.compiled_energies = CompiledAtomicEnergies(
                 energies,
                 self.model.cutoff,
-                max_edges=self.model.recompute_above_edges,
+                max_edges=self.model.max_edges_per_chunk,
                 eager=self.model.atomic_energy_function(recompute=True),
             )
 
