@@ -61,6 +61,12 @@ from _peer_worker import PEER_CONFIGS  # noqa: E402  (stdlib-only at import)
 WORKER = HERE / "_peer_worker.py"
 OURS: list[str] = list(speed.MODELS)
 PEERS: list[str] = list(PEER_CONFIGS)
+#: Peers whose ASE calculator runs in float32 only, with the reason (their float64 rows are
+#: skipped rather than failed).
+FLOAT32_ONLY = {
+    "sevenn": "SevenNet's ASE calculator runs float32 only (sevenn.util.dtype_correct casts "
+    "its inputs to float32)",
+}
 PEER_DESCRIPTIONS = {
     "mace-128": "MACE 128x0e+128x1o, 2 interactions, correlation 3",
     "mace-64": "MACE 64x0e+64x1o, 2 interactions, correlation 3",
@@ -298,8 +304,17 @@ def write_water_box(size: int, folder: Path) -> Path:
     return path
 
 
-def skip_reason(previous: dict[str, Any] | None, size: int, args: argparse.Namespace) -> str:
-    """Why ``size`` should not run, from the previous (smaller) size of the same model/dtype."""
+def skip_reason(
+    previous: dict[str, Any] | None,
+    size: int,
+    args: argparse.Namespace,
+    model: str = "",
+    dtype: str = "float32",
+) -> str:
+    """Why ``model`` at ``size`` and ``dtype`` should not run: a dtype it does not support, or
+    the previous (smaller) size of the same model and dtype."""
+    if dtype != "float32" and model in FLOAT32_ONLY:
+        return FLOAT32_ONLY[model]
     if previous is None:
         return ""
     atoms = f"{previous['atoms']:,} atoms"
@@ -503,7 +518,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for model in [m for m in OURS + PEERS if m in args.models]:
                     base = {"model": model, "dtype": dtype, "atoms": size}
                     peer = peers[PEER_CONFIGS[model][0]] if model in PEER_CONFIGS else None
-                    reason = skip_reason(previous.get((model, dtype)), size, args)
+                    reason = skip_reason(previous.get((model, dtype)), size, args, model, dtype)
                     if peer is not None and "error" in peer:
                         row = {**base, "error": peer["error"]}
                     elif reason:

@@ -110,6 +110,8 @@ def test_table_has_one_row_per_config_with_reasons() -> None:
 def test_skip_reasons() -> None:
     args = peers.parse_args(["--budget-s", "100"])
     assert peers.skip_reason(None, 1536, args) == ""
+    assert "float32 only" in peers.skip_reason(None, 192, args, "sevenn", "float64")
+    assert peers.skip_reason(None, 192, args, "sevenn", "float32") == ""
     assert "did not finish" in peers.skip_reason({"atoms": 192, "error": "x"}, 1536, args)
     slow = measured("nemp-small", 100.0, wall_s=150.0)
     assert peers.skip_reason(slow, 1536, args) == "192 atoms took 150 s > budget 100 s"
