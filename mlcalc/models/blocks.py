@@ -22,7 +22,7 @@ class _ScatterSum(torch.autograd.Function):
     """``index_add_`` into zeros whose backward keeps only the index.
 
     Autograd's own ``index_add`` keeps the whole ``source`` tensor for its backward (it needs
-    only its shape); on per-edge tensors that is most of the memory a forward pass holds.
+    only its shape); on per-edge tensors that was a fifth of what NEMP's forward pass kept.
     The backward is a differentiable ``index_select``, so double backward (force training) works.
     """
 
@@ -83,7 +83,7 @@ def gathered_product(
 ) -> torch.Tensor:
     """``source.index_select(dim, index) * other`` (``other`` broadcasts against the gathered
     tensor), keeping ``source``, ``index`` and ``other`` for the backward rather than the
-    gathered tensor: per-edge gathers of node features cost no per-edge memory."""
+    gathered tensor: a gather of node features keeps no per-edge copy for the backward."""
     return _GatheredProduct.apply(source, index, dim, other)
 
 
