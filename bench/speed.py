@@ -35,9 +35,7 @@ from typing import Any
 
 #: Benchmark name → (architecture, config overrides, calculator options). Elements H, O;
 #: cutoff 5 Å. ``-compiled`` models use ``compile=True`` (torch.compile; the first step
-#: compiles, and systems above ``recompute_above_edges`` edges run eagerly).
-#: Our models' chunking attributes, each settable with ``--<name>`` (an edge count or ``none``).
-KNOBS = ("max_edges_per_chunk", "recompute_above_edges", "max_edges_per_recomputed_chunk")
+#: compiles, and systems above one ``max_edges_per_chunk`` chunk of edges run eagerly).
 MODELS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "nemp-default": ("nemp", {"preset": "default"}, {}),
     "nemp-small": ("nemp", {"preset": "small"}, {}),
@@ -48,6 +46,8 @@ MODELS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "mlanet-l2-direct": ("mlanet", {"lmax": 2, "force_mode": "direct"}, {}),
     "mlanet-l2-conservative": ("mlanet", {"lmax": 2, "force_mode": "conservative"}, {}),
 }
+#: Our models' chunking attributes, each settable with ``--<name>`` (an edge count or ``none``).
+KNOBS = ("max_edges_per_chunk", "recompute_above_edges", "max_edges_per_recomputed_chunk")
 COLUMNS = {
     "model": "model",
     "dtype": "dtype",
@@ -113,8 +113,9 @@ def measure(model: str, dtype: str, size: int, args: argparse.Namespace) -> dict
     calc = build_calculator(model, dtype)
     net = calc.model
     for knob in KNOBS:
-        if getattr(args, knob, "default") != "default":
-            setattr(net, knob, None if getattr(args, knob) == "none" else int(getattr(args, knob)))
+        value = getattr(args, knob, "default")  # bench/peers.py's workers do not set them
+        if value != "default":
+            setattr(net, knob, None if value == "none" else int(value))
     atoms = water_box(repeats_for(size))
     rng = np.random.default_rng(0)
     row: dict[str, Any] = {

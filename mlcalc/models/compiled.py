@@ -54,7 +54,7 @@ class CompiledAtomicEnergies:
         max_edges: int | None = None,
         eager: Callable[[AtomicGraph, torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
-        self.function = function if eager is None else eager
+        self.eager = function if eager is None else eager
         self.cutoff = float(cutoff)
         self.max_edges = max_edges
         self.compiled: Callable[[AtomicGraph, torch.Tensor], torch.Tensor] | None = torch.compile(
@@ -69,7 +69,7 @@ class CompiledAtomicEnergies:
     def __call__(self, graph: AtomicGraph, vectors: torch.Tensor) -> torch.Tensor:
         num_edges = vectors.shape[0]
         if not self.runs_compiled(num_edges):
-            return self.function(graph, vectors)
+            return self.eager(graph, vectors)
         padded = padded_edge_count(num_edges)
         if padded > num_edges:
             filler = vectors.new_zeros((padded - num_edges, 3))
@@ -94,4 +94,4 @@ class CompiledAtomicEnergies:
                 stacklevel=2,
             )
             self.compiled = None
-            return self.function(graph, vectors)
+            return self.eager(graph, vectors)
