@@ -9,10 +9,10 @@ from typing import Any, ClassVar
 
 import torch
 from ase.data import atomic_numbers, chemical_symbols
-from torch import nn
 
 from mlcalc.graph import AtomicGraph
 from mlcalc.models.blocks import AtomicEnergyReadout, EdgeChunks
+from mlcalc.models.constants import ExactConstants
 
 #: Floating dtypes a model may run in, by name.
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float64": torch.float64}
@@ -96,7 +96,7 @@ class ModelConfig:
         return cls(**values)
 
 
-class AtomisticModel(nn.Module):
+class AtomisticModel(ExactConstants):
     """Base class: a pure ``torch.nn.Module`` mapping an :class:`AtomicGraph` to energies.
 
     Subclasses set ``architecture`` and ``config_class`` and implement :meth:`forward`.

@@ -14,6 +14,8 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from mlcalc.models.constants import ExactConstants
+
 #: Gain that roughly preserves the second moment through SiLU (NEMP reference init).
 SILU_GAIN = 1.67462
 
@@ -362,7 +364,7 @@ class AtomicEnergyReadout(nn.Module):
         return self.atomic_energies[species] + scaled.double()
 
 
-class BesselBasis(nn.Module):
+class BesselBasis(ExactConstants):
     """Zeroth-order spherical Bessel radial basis (DimeNet/NequIP), used by MLANet.
 
     ``B_n(r) = sqrt(2 / r_c) · sin(w_n r / r_c) / r`` for ``n = 1..num_basis``, with frequencies
@@ -374,11 +376,11 @@ class BesselBasis(nn.Module):
     def __init__(self, cutoff: float, num_basis: int, trainable: bool = False) -> None:
         super().__init__()
         self.cutoff = float(cutoff)
-        frequencies = math.pi * torch.arange(1, num_basis + 1, dtype=torch.get_default_dtype())
+        frequencies = math.pi * torch.arange(1, num_basis + 1, dtype=torch.float64)
         if trainable:
-            self.frequencies = nn.Parameter(frequencies)
+            self.frequencies = nn.Parameter(frequencies.to(torch.get_default_dtype()))
         else:
-            self.register_buffer("frequencies", frequencies, persistent=False)
+            self.register_constant("frequencies", frequencies)
 
     def forward(self, r: torch.Tensor) -> torch.Tensor:
         """Distances ``r [E]`` (Å, > 0) → ``[E, num_basis]`` basis values, Å^-3/2."""

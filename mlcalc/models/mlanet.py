@@ -39,6 +39,7 @@ from torch import nn
 from mlcalc.graph import AtomicGraph
 from mlcalc.models.base import AtomisticModel, ModelConfig
 from mlcalc.models.blocks import BesselBasis, EdgeChunks, polynomial_envelope, scatter_sum
+from mlcalc.models.constants import ExactConstants
 from mlcalc.models.physics import conservative_outputs, edge_vectors, stress_and_virial
 
 #: Order ``p`` of MLANet's (unsquared) polynomial cutoff envelope ``u_p(r / r_c)``.
@@ -308,7 +309,7 @@ class DualPathAttention(nn.Module):
         return torch.cat(aggregated, dim=1), attention
 
 
-class DirectStressHead(nn.Module):
+class DirectStressHead(ExactConstants):
     """Per-atom symmetric tensors ``W_i [N, 3, 3]`` from node features (spec §3.5).
 
     A linear read-out gives ``0e`` (isotropic part) and, for ``lmax >= 2``, ``2e`` (traceless
@@ -325,17 +326,16 @@ class DirectStressHead(nn.Module):
         self.products_of_vectors = lmax == 1
         out = f"1x0e + {channels}x1o" if self.products_of_vectors else "1x0e + 1x2e"
         self.linear = o3.Linear(hidden, out)
-        self.register_buffer("basis", symmetric_matrix_basis(), persistent=False)
+        self.register_constant("basis", symmetric_matrix_basis())
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        basis = self.basis.to(features.dtype)
         out = self.linear(features)
         if self.products_of_vectors:
             vectors = features[:, self.channels : 4 * self.channels].unflatten(1, (-1, 3))
             mixed = out[:, 1:].unflatten(1, (-1, 3))
-            rank2 = torch.einsum("nca,mab,ncb->nm", vectors, basis[1:], mixed)
+            rank2 = torch.einsum("nca,mab,ncb->nm", vectors, self.basis[1:], mixed)
             out = torch.cat([out[:, :1], rank2 / math.sqrt(self.channels)], dim=1)
-        return torch.einsum("nk,kab->nab", out, basis)
+        return torch.einsum("nk,kab->nab", out, self.basis)
 
 
 def silu_mlp(widths: list[int]) -> nn.Sequential:

@@ -32,6 +32,7 @@ from mlcalc.models.blocks import (
     polynomial_envelope,
     scatter_sum,
 )
+from mlcalc.models.constants import ExactConstants
 from mlcalc.models.physics import conservative_outputs
 
 
@@ -137,7 +138,7 @@ def _l_of_k(l_max: int) -> torch.Tensor:
     return torch.cat([torch.full((2 * l + 1,), l, dtype=torch.int64) for l in range(l_max + 1)])
 
 
-class NodeTensorProduct(nn.Module):
+class NodeTensorProduct(ExactConstants):
     """Channel-wise ("uuu") CG product of ``A [N, K1, C]`` and ``V [N, K2, C]`` into ``[N, K', C]``.
 
     Paths are all ``(l1, l2, lf)`` with ``l1 <= l_max_1``, ``l2, lf <= l_max_out``, the triangle
@@ -170,7 +171,7 @@ class NodeTensorProduct(nn.Module):
         self.register_buffer("k2", torch.tensor(k2), persistent=False)
         self.register_buffer("kf", torch.tensor(kf), persistent=False)
         self.register_buffer("path_of", torch.tensor(path_of), persistent=False)
-        self.register_buffer("cg", torch.tensor(value, dtype=torch.float64), persistent=False)
+        self.register_constant("cg", torch.tensor(value, dtype=torch.float64))
 
     @property
     def num_paths(self) -> int:
@@ -178,7 +179,7 @@ class NodeTensorProduct(nn.Module):
 
     def forward(self, a: torch.Tensor, v: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """``a [N, K1, C]``, ``v [N, K2, C]``, ``weights [N, num_paths, C]`` → ``[N, K', C]``."""
-        coupling = weights.index_select(1, self.path_of) * self.cg.to(a.dtype)[None, :, None]
+        coupling = weights.index_select(1, self.path_of) * self.cg[None, :, None]
         products = a.index_select(1, self.k1) * v.index_select(1, self.k2) * coupling
         return scatter_sum(products, self.kf, self.out_dim, dim=1)
 
@@ -206,11 +207,8 @@ class NEMP(AtomisticModel):
         self.edge_row = self.rho0_row + 1
 
         # element-pair embedding: pair code, sinc frequencies, pair weights
-        self.register_buffer(
-            "pair_numbers",
-            torch.cartesian_prod(self.element_numbers, self.element_numbers).double(),
-            persistent=False,
-        )
+        numbers = self.element_numbers.double()
+        self.register_constant("pair_numbers", torch.cartesian_prod(numbers, numbers))
         emb = MLPSpec.coerce(c.embedding_mlp)
         self.pair_code = ScaledMLP(2, c.pair_code_width, emb, bias=True, force_nonlinear=True)
         self.pair_frequencies = ScaledMLP(
@@ -254,10 +252,9 @@ class NEMP(AtomisticModel):
         l_of_k = _l_of_k(c.l_max)
         self.register_buffer("l_of_k", l_of_k, persistent=False)
         # psi / sqrt((2l+1)(L'+1)): the l⊗l→0 CG factor and the average over l
-        self.register_buffer(
+        self.register_constant(
             "invariant_scale",
-            1.0 / torch.sqrt((2.0 * l_of_k[: self.num_sh_features] + 1.0) * n_feature_l),
-            persistent=False,
+            1.0 / torch.sqrt((2.0 * l_of_k[: self.num_sh_features].double() + 1.0) * n_feature_l),
         )
 
     def _expand(self, coefficients: torch.Tensor, sh: torch.Tensor) -> torch.Tensor:
@@ -293,7 +290,7 @@ class NEMP(AtomisticModel):
         )
 
         # element-pair embedding on n_spec^2 rows, gathered per edge in layer 0
-        pair_code = self.pair_code(self.pair_numbers.to(vectors.dtype))
+        pair_code = self.pair_code(self.pair_numbers)
         pair_tables = [self.pair_frequencies(pair_code), self.pair_weights(pair_code)]
 
         edge_state, smooth_count, rho0, expansion = chunks.map(
