@@ -8,6 +8,8 @@ The docstrings are Google style with two habits from Sphinx that Markdown does n
   code without a link instead of failing the strict build;
 * doctest lines (``>>> ...``) in the running text, which Markdown would read as nested block
   quotes: each run of them becomes a ``pycon`` code block;
+* a first sentence that runs over several lines: mkdocstrings takes the first line as the
+  summary in its tables of members, so the lines of the first paragraph are joined;
 * one entry for several arguments (``start, stop, step: frame selection``), which Google
   style (and griffe) does not know: it becomes one entry per argument, with the same text.
 
@@ -95,6 +97,16 @@ def _split_shared_entries(text: str) -> str:
     return "\n".join(out)
 
 
+def _join_summary(text: str) -> str:
+    head, blank, rest = text.partition("\n\n")
+    lines = head.splitlines()
+    if len(lines) < 2 or any(
+        line[:1].isspace() or line.startswith(("```", "* ", "- ", ">>>")) for line in lines
+    ):
+        return text
+    return " ".join(line.strip() for line in lines) + blank + rest
+
+
 class SphinxRoles(griffe.Extension):
     """Rewrite every docstring of the package once it is loaded."""
 
@@ -106,7 +118,7 @@ class SphinxRoles(griffe.Extension):
             return
         seen.add(obj.path)
         if obj.docstring is not None:
-            text = _split_shared_entries(_fence_doctests(obj.docstring.value))
+            text = _join_summary(_split_shared_entries(_fence_doctests(obj.docstring.value)))
             obj.docstring.value = ROLE.sub(lambda match: _role(obj, match), text)
         for member in obj.members.values():
             if not member.is_alias:
