@@ -25,7 +25,14 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError, 
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from mlcalc.graph import AtomicGraph, NeighborBackend, NeighborCache, build_graph
-from mlcalc.models import NEMP, AtomisticModel, MLANet, load_checkpoint, torch_dtype
+from mlcalc.models import (
+    ARCHITECTURES,
+    NEMP,
+    AtomisticModel,
+    MLANet,
+    load_checkpoint,
+    torch_dtype,
+)
 from mlcalc.models.compiled import CompiledAtomicEnergies
 from mlcalc.models.physics import conservative_outputs
 from mlcalc.pretrained import get_pretrained, list_pretrained, load_model
@@ -94,7 +101,8 @@ class MLCalculator(Calculator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self._check_architecture(model, "model")
+        architecture = model.architecture if isinstance(model, AtomisticModel) else None
+        self._check_architecture(architecture, "model", type(model).__name__)
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, model)
         self.model = copy.deepcopy(model).to(device=self.device, dtype=self.dtype).eval()
@@ -116,14 +124,21 @@ class MLCalculator(Calculator):
             )
 
     @classmethod
-    def _check_architecture(cls, model: AtomisticModel, what: str) -> None:
-        if not isinstance(model, cls.model_class):
-            right = CALCULATOR_FOR.get(getattr(model, "architecture", ""))
-            hint = f"; use {right.__name__}" if right is not None else ""
-            raise TypeError(
-                f"{cls.__name__} needs a {cls.model_class.__name__} model, but {what} holds "
-                f"{type(model).__name__}{hint}"
-            )
+    def _check_architecture(
+        cls, architecture: str | None, what: str, holds: str | None = None
+    ) -> None:
+        """``TypeError`` unless ``architecture`` is this calculator's: ``what`` (a model, a
+        path, a registry name) holds ``holds`` (default: the architecture's model class)."""
+        if architecture == cls.model_class.architecture:
+            return
+        if holds is None:
+            holds = getattr(ARCHITECTURES.get(architecture or ""), "__name__", str(architecture))
+        right = CALCULATOR_FOR.get(architecture or "")
+        hint = f"; use {right.__name__}" if right is not None else ""
+        raise TypeError(
+            f"{cls.__name__} needs a {cls.model_class.__name__} model, but {what} holds "
+            f"{holds}{hint}"
+        )
 
     @classmethod
     def from_checkpoint(
@@ -135,7 +150,7 @@ class MLCalculator(Calculator):
     ) -> MLCalculator:
         """Calculator for the ``.safetensors`` checkpoint at ``path`` (digest verified)."""
         model = load_checkpoint(path)
-        cls._check_architecture(model, str(path))
+        cls._check_architecture(model.architecture, str(path))
         return cls(model, device=device, dtype=dtype, **kwargs)
 
     @classmethod
@@ -151,15 +166,10 @@ class MLCalculator(Calculator):
         :mod:`mlcalc.pretrained`. ``dtype=None`` is the registry entry's default dtype (the
         checkpoint's own for references and paths)."""
         if isinstance(name_or_ref, str) and name_or_ref in {m.name for m in list_pretrained()}:
-            architecture = get_pretrained(name_or_ref).architecture
-            if architecture != cls.model_class.architecture:  # refuse before any download
-                right = CALCULATOR_FOR[architecture]
-                raise TypeError(
-                    f"{cls.__name__} needs a {cls.model_class.__name__} model, but "
-                    f"{name_or_ref} holds {right.model_class.__name__}; use {right.__name__}"
-                )
+            # refuse before any download
+            cls._check_architecture(get_pretrained(name_or_ref).architecture, name_or_ref)
         model = load_model(name_or_ref, dtype=dtype)
-        cls._check_architecture(model, str(name_or_ref))
+        cls._check_architecture(model.architecture, str(name_or_ref))
         return cls(model, device=device, **kwargs)
 
     def calculate(

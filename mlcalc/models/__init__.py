@@ -1,16 +1,10 @@
 """Model cores: pure ``torch.nn.Module``s that map an :class:`~mlcalc.graph.AtomicGraph` to
 energies, forces and stress. Nothing here knows ASE calculators."""
 
+from mlcalc.models.architectures import ARCHITECTURES, load_checkpoint, save_checkpoint
 from mlcalc.models.base import DTYPES, AtomisticModel, ModelConfig, torch_dtype
-from mlcalc.models.checkpoint import load_checkpoint, save_checkpoint
 from mlcalc.models.mlanet import MLANet, MLANetConfig
 from mlcalc.models.nemp import NEMP, NEMPConfig
-
-#: Architecture name (as stored in checkpoints) → model class.
-ARCHITECTURES: dict[str, type[AtomisticModel]] = {
-    NEMP.architecture: NEMP,
-    MLANet.architecture: MLANet,
-}
 
 __all__ = [
     "ARCHITECTURES",

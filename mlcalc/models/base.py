@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 from collections.abc import Callable, Mapping, Sequence
 from os import PathLike
 from typing import Any, ClassVar
@@ -12,6 +14,7 @@ from ase.data import atomic_numbers, chemical_symbols
 
 from mlcalc.graph import AtomicGraph
 from mlcalc.models.blocks import AtomicEnergyReadout, EdgeChunks
+from mlcalc.models.checkpoint import write_checkpoint
 from mlcalc.models.constants import ExactConstants
 
 #: Floating dtypes a model may run in, by name.
@@ -183,13 +186,32 @@ class AtomisticModel(ExactConstants):
             graph.edge_index, graph.num_atoms, max_edges if chunked else None, recompute
         )
 
+    @property
+    def has_atomic_energies(self) -> bool:
+        """Whether the energy is a sum of atomic energies whose derivatives are the forces and
+        stress: by default, whether the class implements ``_atomic_energies``."""
+        return type(self)._atomic_energies is not AtomisticModel._atomic_energies
+
     def atomic_energy_function(
         self, recompute: bool = False, chunked: bool = True
     ) -> Callable[[AtomicGraph, torch.Tensor], torch.Tensor] | None:
         """The map ``(graph, edge vectors [E, 3] in Å) → atomic energies [N]`` (eV) whose
         derivatives give the forces and stress, or ``None`` when the model has none (direct
         forces). ``recompute`` and ``chunked``: see :meth:`edge_chunks`."""
-        return None
+        if not self.has_atomic_energies:
+            return None
+        return functools.partial(self._atomic_energies, recompute=recompute, chunked=chunked)
+
+    def _atomic_energies(
+        self,
+        graph: AtomicGraph,
+        vectors: torch.Tensor,
+        recompute: bool = False,
+        chunked: bool = True,
+    ) -> torch.Tensor:
+        """``[N]`` atomic energies (float64, eV) from edge vectors ``[E, 3]`` (Å), per-edge work
+        over :meth:`edge_chunks`; models with atomic energies implement it."""
+        raise NotImplementedError
 
     def forward(
         self,
@@ -203,6 +225,12 @@ class AtomisticModel(ExactConstants):
 
     def save(self, path: str | PathLike) -> None:
         """Write a ``.safetensors`` checkpoint atomically (see :mod:`mlcalc.models.checkpoint`)."""
-        from mlcalc.models.checkpoint import save_checkpoint
-
-        save_checkpoint(self, path)
+        fields = {
+            "architecture": self.architecture,
+            "config": json.dumps(self.config.to_dict(), sort_keys=True),
+            "elements": json.dumps(self.elements),
+            "cutoff": json.dumps(self.cutoff),
+            "atomic_energies": json.dumps(self.atomic_energies),
+            "energy_scale": json.dumps(self.energy_scale),
+        }
+        write_checkpoint(path, self.state_dict(), fields)

@@ -5,6 +5,10 @@ Metadata keys (all strings): ``format`` (``"mlcalc"``), ``format_version``, ``ar
 ``energy_scale`` (JSON, for people reading the file), ``mlcalc_version`` and ``sha256``: the
 digest of every other metadata entry and every tensor (name, dtype, shape and bytes). Loading
 recomputes the digest and refuses a file in which any of these changed.
+
+This module is the file format only and knows no model: a model writes itself with
+:meth:`mlcalc.models.AtomisticModel.save`, and :func:`mlcalc.models.load_checkpoint` rebuilds
+the model of any architecture from :func:`read_checkpoint`'s metadata and tensors.
 """
 
 from __future__ import annotations
@@ -21,7 +25,6 @@ from safetensors.torch import save_file
 
 from mlcalc._version import __version__
 from mlcalc.atomic import atomic_path
-from mlcalc.models.base import AtomisticModel
 
 FORMAT = "mlcalc"
 FORMAT_VERSION = 1
@@ -44,20 +47,15 @@ def weights_digest(metadata: Mapping[str, str], tensors: Mapping[str, torch.Tens
     return digest.hexdigest()
 
 
-def save_checkpoint(model: AtomisticModel, path: str | PathLike) -> None:
-    """Write ``model`` to ``path`` atomically (temporary file in the same folder, then rename)."""
-    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-    metadata = {
-        "format": FORMAT,
-        "format_version": str(FORMAT_VERSION),
-        "architecture": model.architecture,
-        "config": json.dumps(model.config.to_dict(), sort_keys=True),
-        "elements": json.dumps(model.elements),
-        "cutoff": json.dumps(model.cutoff),
-        "atomic_energies": json.dumps(model.atomic_energies),
-        "energy_scale": json.dumps(model.energy_scale),
-        "mlcalc_version": __version__,
-    }
+def write_checkpoint(
+    path: str | PathLike, tensors: Mapping[str, torch.Tensor], fields: Mapping[str, str]
+) -> None:
+    """Write ``tensors`` and the model's metadata ``fields`` (``architecture`` ... ``energy_scale``)
+    to ``path`` atomically (temporary file in the same folder, then rename), with the format,
+    version and digest entries added."""
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
+    metadata = {"format": FORMAT, "format_version": str(FORMAT_VERSION), **fields}
+    metadata["mlcalc_version"] = __version__
     metadata["sha256"] = weights_digest(metadata, tensors)
     with atomic_path(path) as temporary:
         save_file(tensors, str(temporary), metadata=metadata)
@@ -92,33 +90,3 @@ def read_checkpoint(path: str | PathLike) -> tuple[dict[str, str], dict[str, tor
             f"the file records {expected}; the file was altered or damaged"
         )
     return metadata, tensors
-
-
-def load_checkpoint(path: str | PathLike, device: torch.device | str = "cpu") -> AtomisticModel:
-    """Rebuild the model stored in ``path`` (any architecture), on ``device``, in eval mode."""
-    from mlcalc.models import ARCHITECTURES
-
-    metadata, tensors = read_checkpoint(path)
-    architecture = metadata.get("architecture")
-    if architecture not in ARCHITECTURES:
-        raise CheckpointError(
-            f"{path} holds an unknown architecture {architecture!r}; "
-            f"this mlcalc knows {sorted(ARCHITECTURES)}"
-        )
-    model_class = ARCHITECTURES[architecture]
-    try:
-        config = model_class.config_class.from_dict(json.loads(metadata["config"]))
-    except (KeyError, TypeError, ValueError) as error:
-        raise CheckpointError(f"{path} has an invalid model config: {error}") from error
-    with torch.random.fork_rng(devices=[]):  # building the model must not move the user's RNG
-        model = model_class(config)
-    dtype = next(iter(t for t in tensors.values() if t.is_floating_point()), None)
-    if dtype is not None:
-        model = model.to(dtype=dtype.dtype)
-    try:
-        model.load_state_dict(tensors, strict=True)
-    except RuntimeError as error:
-        raise CheckpointError(
-            f"{path} does not match its {architecture} config: {error}"
-        ) from error
-    return model.to(device).eval()

@@ -25,10 +25,8 @@ channel ``c``, component ``m`` at ``c (2l+1) + m``. The ``1o`` components are Ca
 from __future__ import annotations
 
 import dataclasses
-import functools
 import itertools
 import math
-from collections.abc import Callable
 from typing import ClassVar, Literal, NamedTuple
 
 import torch
@@ -437,6 +435,11 @@ class MLANet(AtomisticModel):
             attention.append(chunks.unsort(weights))
         return features, attention
 
+    @property
+    def has_atomic_energies(self) -> bool:
+        """Conservative mode only; direct mode's forces come from a head."""
+        return self.config.force_mode == "conservative"
+
     def _atomic_energies(
         self,
         graph: AtomicGraph,
@@ -448,15 +451,6 @@ class MLANet(AtomisticModel):
         features = self._interactions(graph, vectors, recompute, chunked)[0][-1]
         raw = self.energy_mlp(self.readout_features(features)).squeeze(1)
         return self.readout(raw, graph.species)
-
-    def atomic_energy_function(
-        self, recompute: bool = False, chunked: bool = True
-    ) -> Callable[[AtomicGraph, torch.Tensor], torch.Tensor] | None:
-        """Conservative mode: the local atomic energies with ``recompute`` and ``chunked``
-        bound; direct mode has none (``None``)."""
-        if self.config.force_mode != "conservative":
-            return None
-        return functools.partial(self._atomic_energies, recompute=recompute, chunked=chunked)
 
     def _pooled_energy(self, graph: AtomicGraph, features: torch.Tensor) -> torch.Tensor:
         """Direct mode: ``[B]`` energies (float64, eV) from sum/mean/max pooling per graph."""

@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import Callable
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -268,7 +267,7 @@ class NEMP(AtomisticModel):
         products = gathered_product(features, index, sh[:, :, None])
         return scatter_sum(products, self.l_of_k[: sh.shape[1]], self.config.l_max_features + 1, 1)
 
-    def atomic_energies_of(
+    def _atomic_energies(
         self,
         graph: AtomicGraph,
         vectors: torch.Tensor,
@@ -451,9 +450,3 @@ class NEMP(AtomisticModel):
         """
         energies = self.atomic_energy_function(recompute=not training)
         return conservative_outputs(energies, graph, compute_forces, compute_stress, training)
-
-    def atomic_energy_function(
-        self, recompute: bool = False, chunked: bool = True
-    ) -> Callable[[AtomicGraph, torch.Tensor], torch.Tensor]:
-        """:meth:`atomic_energies_of` with ``recompute`` and ``chunked`` bound."""
-        return functools.partial(self.atomic_energies_of, recompute=recompute, chunked=chunked)
