@@ -8,6 +8,7 @@ import hashlib
 import importlib.resources
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -651,15 +652,34 @@ def test_environment_variables_are_honoured_in_a_fresh_process(hub, hub_models, 
 def test_cli_models_list(bundled, capsys):
     assert main(["models", "list"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == "name architecture elements dataset source test errors".split()
-    assert lines[1].split() == [
-        "water", "nemp", "(conservative)", "H,O", "none", "bundled",
-        "energy_mae_meV_per_atom=1.5,", "force_mae_meV_per_A=40",
+    assert re.split(r"\s{2,}", lines[0]) == [
+        "name", "architecture", "elements", "data set", "F RMSE (meV/Å)", "E RMSE (meV/atom)",
     ]  # fmt: skip
-    assert lines[2].startswith("water-mlanet") and "mlanet (direct)" in lines[2]
+    assert lines[1].split() == ["water", "nemp", "H,O", "none", "-", "-"]
+    assert lines[2].split()[:3] == ["water-mlanet", "mlanet", "(direct)"]
     assert lines[3].startswith("si ") and "Si" in lines[3]
+    assert all(len(line) <= 100 for line in lines)
+    # aligned: every column starts where its header does
+    starts = [lines[0].index(name) for name in ("architecture", "elements", "data set")]
+    for line in lines[1:4]:
+        assert all(line[start - 2 : start] == "  " and line[start] != " " for start in starts)
+    assert lines[-1] == "details, test errors and model card: mlcalc models info NAME"
     assert main(["models", "list", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == bundled.entries
+
+
+def test_models_list_table_fits_100_columns_with_rmse_columns():
+    from mlcalc.cli.models import table
+
+    rows = [
+        ["3bpa", "nemp", "H,C,N,O", "3BPA", "414.0", "16.89"],
+        ["long", "mlanet (direct)", "H,O", "a data set with a very long name " * 4, "52.1", "-"],
+    ]
+    lines = table(rows)
+    assert max(len(line) for line in lines) == 100
+    assert "nam…  " in lines[2] and lines[2].endswith("52.1                  -")
+    assert lines[0].endswith("F RMSE (meV/Å)  E RMSE (meV/atom)")
+    assert lines[1].endswith("414.0              16.89")
 
 
 def test_cli_models_list_empty(use_registry, capsys):

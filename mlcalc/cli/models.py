@@ -6,7 +6,10 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mlcalc.pretrained import PretrainedModel
 
 
 def register(commands: Any) -> None:
@@ -42,6 +45,19 @@ def hub_errors(handler: Callable[[argparse.Namespace], int]) -> Callable[..., in
     return run
 
 
+#: Width of ``mlcalc models list``'s table, characters.
+TABLE_WIDTH = 100
+#: Columns of the table: header and whether it is right-aligned (numbers).
+COLUMNS = (
+    ("name", False),
+    ("architecture", False),
+    ("elements", False),
+    ("data set", False),
+    ("F RMSE (meV/Å)", True),
+    ("E RMSE (meV/atom)", True),
+)
+
+
 def run_list(args: argparse.Namespace) -> int:
     from mlcalc.pretrained import list_pretrained, registry_index
 
@@ -52,23 +68,44 @@ def run_list(args: argparse.Namespace) -> int:
     if not models:
         print(f"no pretrained models in the registry {registry_index()}")
         return 0
-    header = ("name", "architecture", "elements", "dataset", "source", "test errors")
-    rows = [
-        (
-            model.name,
-            f"{model.architecture} ({model.force_mode})",
-            ",".join(model.elements),
-            model.dataset.name,
-            model.source,
-            ", ".join(f"{key}={value:g}" for key, value in model.test_errors.items()) or "-",
-        )
-        for model in models
-    ]
-    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
-    for row in (header, *rows):
-        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
-        print("  ".join(cells).rstrip())
+    for line in table([list_row(model) for model in models]):
+        print(line)
+    print("\ndetails, test errors and model card: mlcalc models info NAME")
     return 0
+
+
+def list_row(model: PretrainedModel) -> list[str]:
+    """One row of ``mlcalc models list``: the short data-set name is the part before ``(``."""
+    errors = model.test_errors
+    return [
+        model.name,
+        model.architecture + (" (direct)" if model.force_mode == "direct" else ""),
+        ",".join(model.elements) if len(model.elements) <= 6 else f"{len(model.elements)} elements",
+        model.dataset.name.split(" (")[0],
+        _number(errors.get("force_rmse_meV_per_A"), 1),
+        _number(errors.get("energy_rmse_meV_per_atom"), 2),
+    ]
+
+
+def _number(value: float | None, digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def table(rows: list[list[str]], width: int = TABLE_WIDTH) -> list[str]:
+    """Header and ``rows`` as lines of aligned :data:`COLUMNS`, two spaces apart, at most
+    ``width`` characters: the data-set column is cut (with ``…``) to fit."""
+    header = [name for name, _ in COLUMNS]
+    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(COLUMNS))]
+    dataset = 3
+    widths[dataset] = max(8, min(widths[dataset], width - sum(widths) + widths[dataset] - 10))
+    lines = []
+    for row in (header, *rows):
+        cells = []
+        for (_, right), cell, size in zip(COLUMNS, row, widths, strict=True):
+            cell = cell if len(cell) <= size else cell[: size - 1] + "…"
+            cells.append(cell.rjust(size) if right else cell.ljust(size))
+        lines.append("  ".join(cells).rstrip())
+    return lines
 
 
 def run_info(args: argparse.Namespace) -> int:
