@@ -13,7 +13,7 @@ from ase.geometry.rdf import get_rdf
 from ase.io import write
 
 from mlcalc.cli import main
-from mlcalc.workflows.pair_distribution import rdf
+from mlcalc.workflows.pair_distribution import BIN_WIDTH, rdf
 
 A_CU = 3.615  # Å; fcc shells at a/√2, a, a√(3/2), a√2 fall inside 0.01 Å bins, not on edges
 
@@ -118,6 +118,15 @@ def test_rmax_beyond_half_the_cell_counts_images() -> None:
         np.testing.assert_allclose(result.g[key], expected, rtol=0, atol=1e-10, err_msg=key)
 
 
+def test_default_bins_are_0_02_angstrom_wide() -> None:
+    frames = cu_au_frames(repeat=2, n_frames=1)
+    result = rdf(frames, rmax=5.0)
+    assert len(result.r) == 250
+    assert np.diff(result.r) == pytest.approx(np.full(249, BIN_WIDTH)) and BIN_WIDTH == 0.02
+    assert result.g["total"] == pytest.approx(rdf(frames, rmax=5.0, nbins=250).g["total"])
+    assert len(rdf(frames, rmax=0.005).r) == 1  # at least one bin
+
+
 def test_file_input_and_slicing_equal_in_memory(tmp_path: Path) -> None:
     frames = sheared_cells(5)
     path = tmp_path / "frames.extxyz"
@@ -182,7 +191,8 @@ def test_cli_writes_result_and_plot(tmp_path: Path, capsys: pytest.CaptureFixtur
     printed = capsys.readouterr().out
     assert "2 frames" in printed and "first minimum" in printed
     data = json.loads((out / "result.json").read_text())
-    expected = rdf(trajectory, rmax=6.0, nbins=200)
+    expected = rdf(trajectory, rmax=6.0)  # the CLI's default bins are the library's
+    assert len(data["r"]) == len(expected.r) == 300
     assert data["first_shell_coordination"] == pytest.approx(expected.first_shell_coordination)
     assert (out / "rdf.png").read_bytes().startswith(b"\x89PNG")
     header = (out / "rdf.csv").read_text().splitlines()[0]

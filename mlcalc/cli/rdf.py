@@ -14,7 +14,9 @@ def register(commands: Any) -> None:
     )
     parser.add_argument("trajectory", help="trajectory file (any ASE format: .traj, extxyz...)")
     parser.add_argument("--rmax", type=float, required=True, help="largest distance, Å")
-    parser.add_argument("--nbins", type=int, default=200, help="number of bins (default: 200)")
+    parser.add_argument(
+        "--nbins", type=int, default=None, help="number of bins (default: rmax / 0.02 Å)"
+    )
     parser.add_argument(
         "--pairs",
         nargs="*",

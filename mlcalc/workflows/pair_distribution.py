@@ -24,6 +24,8 @@ from mlcalc.workflows.result import WorkflowResult
 TOTAL = "total"
 #: Width (Å) of the Gaussian that smooths g(r) before its first minimum is looked for.
 SMOOTHING = 0.1
+#: Default bin width, Å: ``nbins = round(rmax / BIN_WIDTH)`` when ``nbins`` is not given.
+BIN_WIDTH = 0.02
 
 
 @dataclasses.dataclass
@@ -177,7 +179,7 @@ def rdf(
     trajectory: Atoms | Iterable[Atoms] | str | PathLike,
     *,
     rmax: float,
-    nbins: int,
+    nbins: int | None = None,
     pairs: Sequence[str | tuple[str, str]] | None = None,
     start: int = 0,
     stop: int | None = None,
@@ -197,7 +199,8 @@ def rdf(
             trajectory (``.traj``, extxyz, ...), read frame by frame. Every frame must be
             periodic in all three directions.
         rmax: largest distance, Å.
-        nbins: number of bins of width ``rmax / nbins``.
+        nbins: number of bins of width ``rmax / nbins``; default ``round(rmax / 0.02)``
+            (:data:`BIN_WIDTH`: bins of about 0.02 Å, e.g. 300 for ``rmax=6``).
         pairs: element pairs as ``"A-B"`` or ``("A", "B")``; default all pairs of the elements
             present (which must then be the same in every frame). ``[]`` gives only the total.
             Every frame must contain the elements of the requested pairs.
@@ -205,6 +208,8 @@ def rdf(
     """
     if not rmax > 0.0:
         raise ValueError(f"rmax must be positive, got {rmax}")
+    if nbins is None:
+        nbins = max(1, round(rmax / BIN_WIDTH))
     if nbins < 1:
         raise ValueError(f"nbins must be >= 1, got {nbins}")
     if step < 1:
