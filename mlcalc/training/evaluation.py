@@ -28,9 +28,11 @@ def evaluate_file(
     dtype: str | None = None,
     batch_atoms: int = 2048,
     keep_values: bool = False,
+    progress: bool | None = None,
 ) -> tuple[dict[str, float | int], ErrorSums]:
     """Errors of the model ``model_ref`` (path, ``hf://`` ref or registry name) on ``data``.
 
+    ``progress``: a bar of the structures on stderr (``None``: when stderr is a terminal).
     Returns ``(errors, sums)``: ``errors`` as :meth:`ErrorSums.errors` (meV/atom, meV/Å,
     meV/Å³) and the sums (with parity data when ``keep_values``).
     """
@@ -42,7 +44,8 @@ def evaluate_file(
     structures = read_structures(data, LabelKeys(energy_key, forces_key, stress_key, virial_key))
     model_dtype = next(model.parameters()).dtype
     dataset = GraphDataset(structures, model.cutoff, model.elements, model_dtype)
-    sums = evaluate(model, dataset, resolved, batch_atoms, sums=ErrorSums(keep_values=keep_values))
+    sums = ErrorSums(keep_values=keep_values)
+    sums = evaluate(model, dataset, resolved, batch_atoms, sums=sums, progress=progress)
     return sums.errors(), sums
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from mlcalc.models import AtomisticModel
+from mlcalc.progress import progress_bar
 from mlcalc.training.data import Batch, GraphDataset
 from mlcalc.training.loss import LABELS, LossKind, label_counts, penalty, residuals
 
@@ -120,15 +121,19 @@ def evaluate(
     max_atoms_per_batch: int = 2048,
     indices: Sequence[int] | None = None,
     sums: ErrorSums | None = None,
+    progress: bool | None = False,
 ) -> ErrorSums:
     """Score ``model`` on ``dataset`` (or the structures at ``indices``); returns the sums.
 
     Forces are computed when the data has force labels, stress when it has stress labels.
+    ``progress``: a bar of the structures on stderr (``None``: when stderr is a terminal).
     """
     sums = sums if sums is not None else ErrorSums()
     compute_forces, compute_stress = dataset.has_forces, dataset.has_stress
     was_training = model.training
     model.eval()
+    total = len(dataset) if indices is None else len(indices)
+    bar = progress_bar(desc="eval", unit="structures", total=total, enabled=progress)
     try:
         for group in dataset.batches_by_atoms(max_atoms_per_batch, indices):
             batch = dataset.batch(group).to(device)
@@ -137,6 +142,8 @@ def evaluate(
                     batch.graph, compute_forces=compute_forces, compute_stress=compute_stress
                 )
             sums.add({k: v.detach() for k, v in outputs.items()}, batch.to("cpu"))
+            bar.update(len(group))
     finally:
+        bar.close()
         model.train(was_training)
     return sums

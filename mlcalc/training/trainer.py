@@ -35,6 +35,7 @@ from torch import nn
 
 from mlcalc.atomic import atomic_path, write_text_atomic
 from mlcalc.models import ARCHITECTURES, DTYPES, AtomisticModel, save_checkpoint
+from mlcalc.progress import progress_bar
 from mlcalc.training.config import TrainConfig
 from mlcalc.training.data import (
     GraphDataset,
@@ -183,7 +184,8 @@ class Trainer:
         config: the run's configuration.
         resume: continue from ``output_dir/training_state.pt`` (same data order, epochs and
             result as a run that was never stopped).
-        log: where progress goes (process 0 only).
+        log: where the epoch lines and summaries go (process 0 only); the bar of each epoch's
+            batches is on stderr, when it is a terminal.
     """
 
     def __init__(self, config: TrainConfig, resume: bool = False, log: TextIO | None = None):
@@ -409,7 +411,13 @@ class Trainer:
         compute_forces = dataset.has_forces and weights["forces"] > 0
         compute_stress = dataset.has_stress and weights["stress"] > 0
         batches = self._global_batches(len(dataset), epoch)
-        progress = _ProgressBar(self.log, epoch, len(batches), enabled=processes.main)
+        progress = progress_bar(
+            desc=f"epoch {epoch:4d}",
+            unit="batches",
+            total=len(batches),
+            enabled=None if processes.main else False,
+            leave=False,
+        )
         total_loss = 0.0
         model.train()
         for step, indices in enumerate(batches):
@@ -442,7 +450,8 @@ class Trainer:
                     f"{step}; lower lr or check the data"
                 )
             total_loss += float(value)
-            progress.update(step + 1, total_loss / (step + 1))
+            progress.set_postfix_str(f"loss {total_loss / (step + 1):.4e}", refresh=False)
+            progress.update()
         progress.close()
         return total_loss / max(1, len(batches))
 
@@ -568,30 +577,6 @@ def format_errors(errors: dict[str, float | int]) -> str:
             mae, rmse = errors[f"{label}_mae"], errors[f"{label}_rmse"]
             parts.append(f"{label} MAE {mae:.2f} RMSE {rmse:.2f} {unit}")
     return ", ".join(parts)
-
-
-class _ProgressBar:
-    """A live one-line bar on terminals; silent otherwise (the epoch summary line remains)."""
-
-    def __init__(self, stream: TextIO, epoch: int, total: int, enabled: bool) -> None:
-        self.stream, self.epoch, self.total = stream, epoch, total
-        self.enabled = enabled and getattr(stream, "isatty", lambda: False)()
-        self.last = 0.0
-
-    def update(self, done: int, loss: float) -> None:
-        now = time.monotonic()
-        if not self.enabled or (now - self.last < 0.2 and done < self.total):
-            return
-        self.last = now
-        filled = int(20 * done / max(1, self.total))
-        bar = "#" * filled + "." * (20 - filled)
-        self.stream.write(f"\repoch {self.epoch:4d} [{bar}] {done}/{self.total} loss {loss:.4e}")
-        self.stream.flush()
-
-    def close(self) -> None:
-        if self.enabled:
-            self.stream.write("\r" + " " * 79 + "\r")
-            self.stream.flush()
 
 
 def train(config: TrainConfig, resume: bool = False, log: TextIO | None = None) -> TrainResult:

@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 from numpy.typing import ArrayLike
 from scipy.interpolate import CubicSpline
 
+from mlcalc.progress import progress_bar
 from mlcalc.workflows.result import WorkflowResult
 
 #: Default distances (Å): 0.5 to 6 Å in steps of 0.05 Å.
@@ -71,6 +72,7 @@ def dimer_scan(
     calculator: Calculator,
     *,
     distances: ArrayLike = DEFAULT_DISTANCES,
+    progress: bool | None = None,
 ) -> DimerResult:
     """Energy vs distance of isolated dimers (no cell, not periodic), minus the energies of the
     two isolated atoms computed with the same calculator.
@@ -80,6 +82,8 @@ def dimer_scan(
             explicit pairs such as ``[("Cu", "Ni"), ("Ni", "Ni")]``.
         calculator: any ASE calculator that handles non-periodic structures.
         distances: interatomic distances (Å), at least 4, all positive.
+        progress: a bar of the dimers on stderr: ``None`` when stderr is a terminal, ``True``
+            always, ``False`` never.
 
     Returns:
         :class:`DimerResult` with one :class:`DimerCurve` per pair.
@@ -93,12 +97,16 @@ def dimer_scan(
     elements = dict.fromkeys(symbol for pair in pairs for symbol in pair)
     atomic_energies = {symbol: float(_energy(Atoms(symbol), calculator)) for symbol in elements}
     curves = {}
+    total = len(pairs) * distances.size
+    bar = progress_bar(desc="dimers", unit="dimers", total=total, enabled=progress)
     for pair in pairs:
         dimers = [Atoms(pair, positions=[[0.0, 0.0, 0.0], [0.0, 0.0, d]]) for d in distances]
         energies = np.array([_energy(dimer, calculator) for dimer in dimers])
+        bar.update(len(dimers))
         energies -= atomic_energies[pair[0]] + atomic_energies[pair[1]]
         r_min, e_min = _minimum(distances, energies)
         curves["-".join(pair)] = DimerCurve(pair, energies, r_min, e_min)
+    bar.close()
     return DimerResult(distances=distances, atomic_energies=atomic_energies, curves=curves)
 
 

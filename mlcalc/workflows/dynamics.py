@@ -16,8 +16,6 @@ temperature K, volume Å³.
 from __future__ import annotations
 
 import dataclasses
-import sys
-import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from functools import partial
@@ -40,6 +38,7 @@ from ase.md.md import MolecularDynamics
 from ase.md.velocitydistribution import Stationary
 from matplotlib.figure import Figure
 
+from mlcalc.progress import follow_steps, progress_bar
 from mlcalc.workflows.checks import require_bulk
 from mlcalc.workflows.optimizers import optimizer_class
 from mlcalc.workflows.result import WorkflowResult, not_in_json
@@ -253,30 +252,6 @@ class MDResult(WorkflowResult):
         )
 
 
-class TextProgress:
-    """A one-line text progress bar on ``stream`` (default stderr), redrawn at most every
-    0.2 s."""
-
-    def __init__(self, total: int, label: str, stream: IO[str] | None = None) -> None:
-        self.total, self.label, self.stream = total, label, stream or sys.stderr
-        self.start = self.last = time.perf_counter()
-
-    def __call__(self, done: int) -> None:
-        now = time.perf_counter()
-        if now - self.last < 0.2 and done < self.total:
-            return
-        self.last = now
-        filled = int(30 * done / self.total)
-        rate = done / max(now - self.start, 1e-9)
-        self.stream.write(
-            f"\r{self.label} [{'#' * filled}{'.' * (30 - filled)}] "
-            f"{done}/{self.total} steps, {rate:.1f} steps/s"
-        )
-        if done >= self.total:
-            self.stream.write("\n")
-        self.stream.flush()
-
-
 def md(
     structure: Atoms,
     calculator: BaseCalculator,
@@ -294,7 +269,7 @@ def md(
     logfile: str | PathLike | None = None,
     interval: int = 10,
     seed: int | None = 0,
-    progress: bool = False,
+    progress: bool | None = False,
 ) -> MDResult:
     """Run MD on a copy of ``structure`` (left unchanged); the last frame is ``result.atoms``.
 
@@ -316,7 +291,8 @@ def md(
         logfile: ``MDLogger`` text log, a line every ``interval`` steps.
         interval: sampling interval of the time series, trajectory and log (steps).
         seed: seed of the initial velocities and the Langevin noise.
-        progress: show a text progress bar on stderr.
+        progress: a progress bar on stderr: ``True`` always, ``None`` when stderr is a
+            terminal, ``False`` never.
     """
     if ensemble not in ENSEMBLES:
         raise ValueError(f"ensemble must be one of {list(ENSEMBLES)}, got {ensemble!r}")
@@ -370,9 +346,10 @@ def md(
             )
 
         dynamics.attach(sample, interval=interval)
-        if progress:
-            bar = TextProgress(steps, f"md {ensemble}")
-            dynamics.attach(lambda: bar(dynamics.nsteps), interval=1)
+        bar = stack.enter_context(
+            progress_bar(desc=f"md {ensemble}", unit="steps", total=steps, enabled=progress)
+        )
+        follow_steps(bar, dynamics)
         dynamics.run(steps)
     time_ps, potential, kinetic, temperature, volume, conserved_energy = np.array(samples).T
     second_half = temperature[len(temperature) // 2 :]

@@ -13,7 +13,9 @@ from ase.eos import EquationOfState, eos_names
 from ase.optimize import BFGS
 from ase.optimize.optimize import Optimizer
 from matplotlib.figure import Figure
+from tqdm import tqdm
 
+from mlcalc.progress import progress_bar
 from mlcalc.workflows.checks import require_bulk
 from mlcalc.workflows.result import WorkflowResult, not_in_json
 
@@ -104,6 +106,7 @@ def ev_curve(
     optimizer: type[Optimizer] = BFGS,
     eos: str = "birchmurnaghan",
     labels: Sequence[str] | None = None,
+    progress: bool | None = None,
 ) -> EVResult:
     """Scale each cell isotropically around the given structure and fit an equation of state.
 
@@ -122,6 +125,8 @@ def ev_curve(
             of its parameters (``sj``, ``taylor``, ``p3``) it is taken from the fitted curve as
             B′ = -1 - V0 E‴(V0) / E″(V0).
         labels: one name per structure (default: chemical formulas, numbered if repeated).
+        progress: a bar of the volumes on stderr: ``None`` when stderr is a terminal,
+            ``True`` always, ``False`` never.
 
     Returns:
         :class:`EVResult` with V0 (Å³ and Å³/atom), E0 (eV and eV/atom), B0 (GPa) and B′ per
@@ -135,11 +140,13 @@ def ev_curve(
     for label, atoms in zip(labels, structures, strict=True):
         require_bulk(atoms, f"{label}: an E–V curve", "a molecule or slab has no bulk volume")
     fits = {}
-    for label, atoms in zip(labels, structures, strict=True):
-        volumes, energies = _scan(
-            atoms, calculator, strains, relax_ions, fmax, max_steps, optimizer, label
-        )
-        fits[label] = _fit(volumes, energies, len(atoms), eos, label)
+    total = len(structures) * len(strains)
+    with progress_bar(desc="ev", unit="volumes", total=total, enabled=progress) as bar:
+        for label, atoms in zip(labels, structures, strict=True):
+            volumes, energies = _scan(
+                atoms, calculator, strains, relax_ions, fmax, max_steps, optimizer, label, bar
+            )
+            fits[label] = _fit(volumes, energies, len(atoms), eos, label)
     return EVResult(eos=eos, strains=strains, relax_ions=relax_ions, fits=fits)
 
 
@@ -181,8 +188,10 @@ def _scan(
     max_steps: int,
     optimizer: type[Optimizer],
     label: str,
+    bar: tqdm,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Volumes (Å³) and energies (eV) of copies of ``structure`` scaled by ``1 + strains``."""
+    """Volumes (Å³) and energies (eV) of copies of ``structure`` scaled by ``1 + strains``
+    (``bar`` advances once per volume)."""
     volumes, energies = [], []
     for strain in strains:
         atoms = structure.copy()
@@ -196,6 +205,7 @@ def _scan(
             )
         volumes.append(atoms.get_volume())
         energies.append(atoms.get_potential_energy())
+        bar.update()
     return np.array(volumes), np.array(energies)
 
 

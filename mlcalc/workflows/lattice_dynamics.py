@@ -30,6 +30,7 @@ from phonopy.phonon.band_structure import get_band_qpoints_and_path_connections
 from phonopy.structure.atoms import PhonopyAtoms
 from phonopy.structure.cells import get_primitive_matrix_with_auto
 
+from mlcalc.progress import progress_bar
 from mlcalc.workflows.checks import require_bulk
 from mlcalc.workflows.result import WorkflowResult, not_in_json
 
@@ -118,6 +119,7 @@ def phonons(
     special_points: Mapping[str, Sequence[float]] | None = None,
     band_points: int = 51,
     temperatures: Sequence[float] = DEFAULT_TEMPERATURES,
+    progress: bool | None = None,
 ) -> PhononResult:
     """Phonons of a periodic ``structure`` (left unchanged) by finite displacements.
 
@@ -138,6 +140,8 @@ def phonons(
             the primitive reciprocal cell, for ``band_path``.
         band_points: q-points on the longest segment (others in proportion).
         temperatures: temperatures (K) of the thermal properties.
+        progress: a bar of the displaced supercells on stderr: ``None`` when stderr is a
+            terminal, ``True`` always, ``False`` never.
 
     Force constants are symmetrised (translational invariance); the forces of the undisplaced
     supercell are subtracted from the displaced ones. Imaginary modes are kept as negative
@@ -162,9 +166,13 @@ def phonons(
     phonon = Phonopy(unitcell, supercell_matrix=supercell, primitive_matrix=matrix)
     phonon.generate_displacements(distance=displacement)
     reference = _forces(phonon.supercell, calculator)
-    phonon.forces = np.array(
-        [_forces(cell, calculator) - reference for cell in phonon.supercells_with_displacements]
+    displaced = progress_bar(
+        phonon.supercells_with_displacements,
+        desc="phonons",
+        unit="displacements",
+        enabled=progress,
     )
+    phonon.forces = np.array([_forces(cell, calculator) - reference for cell in displaced])
     phonon.produce_force_constants(show_drift=False)
     phonon.symmetrize_force_constants(show_drift=False)
 

@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 from scipy.interpolate import CubicSpline
 from scipy.optimize import minimize_scalar
 
+from mlcalc.progress import progress_bar
 from mlcalc.workflows.result import WorkflowResult
 
 #: 1 meV/Å² in J/m².
@@ -264,6 +265,7 @@ def exfoliation_curve(
     reference: Literal["largest", "separated"] = "largest",
     layer_gap: float = LAYER_GAP,
     min_vacuum: float = MIN_VACUUM,
+    progress: bool | None = None,
 ) -> ExfoliationResult:
     """Rigid interlayer separation scan of a bilayer or multilayer slab.
 
@@ -281,6 +283,8 @@ def exfoliation_curve(
         layer_gap: a gap between consecutive atomic planes larger than this (Å) separates
             layers.
         min_vacuum: smallest gap (Å) counted as vacuum along a periodic stacking axis.
+        progress: a bar of the separations on stderr: ``None`` when stderr is a terminal,
+            ``True`` always, ``False`` never.
 
     Returns:
         energies, binding energies per atom (meV/atom) and per area (meV/Å²), and the
@@ -295,9 +299,8 @@ def exfoliation_curve(
     if distances.ndim != 1 or distances.size < 4 or distances[0] <= 0:
         raise ValueError("separations must be at least 4 distinct positive distances (Å)")
     zero = np.zeros(3)
-    energies = np.array(
-        [_energy(stack.displaced(zero, distance), calculator) for distance in distances]
-    )
+    scan = progress_bar(distances, desc="exfoliation", unit="separations", enabled=progress)
+    energies = np.array([_energy(stack.displaced(zero, distance), calculator) for distance in scan])
     if reference == "largest":
         reference_energy = float(energies[-1])
     elif reference == "separated":
@@ -491,6 +494,7 @@ def sliding_pes(
     steps: int = 200,
     layer_gap: float = LAYER_GAP,
     min_vacuum: float = MIN_VACUUM,
+    progress: bool | None = None,
 ) -> SlidingResult:
     """Sliding potential-energy surface: rigid in-plane shifts of the top layer (or ``split``)
     on a ``grid`` over the structure's in-plane cell (build the slab in its primitive in-plane
@@ -510,6 +514,8 @@ def sliding_pes(
         path: named stackings as fractional shifts, e.g. ``{"AA": (0, 0), "AB": (1/3, 1/3)}``,
             for :meth:`SlidingResult.line_cut` and the plot.
         axis, split, layer_gap, min_vacuum: as for :func:`exfoliation_curve`.
+        progress: a bar of the grid points on stderr: ``None`` when stderr is a terminal,
+            ``True`` always, ``False`` never.
 
     Returns:
         energies (eV), distances (Å) and energies per area relative to the grid minimum
@@ -558,7 +564,8 @@ def sliding_pes(
             raise ValueError(f"relax_atoms: not converged to fmax={fmax} eV/Å in {steps} steps")
         return float(atoms.get_potential_energy()), stack.gap(atoms)
 
-    values = np.array([evaluate(shift) for shift in cartesian.reshape(-1, 3)]).reshape(n, m, 2)
+    scan = progress_bar(cartesian.reshape(-1, 3), desc="sliding", unit="shifts", enabled=progress)
+    values = np.array([evaluate(shift) for shift in scan]).reshape(n, m, 2)
     energies = values[..., 0]
     relative = 1e3 * (energies - energies.min()) / stack.area
     first = stack.in_plane[0] / np.linalg.norm(stack.in_plane[0])

@@ -17,6 +17,7 @@ from ase.optimize.optimize import Optimizer
 from ase.utils.forcecurve import fit_images
 from matplotlib.figure import Figure
 
+from mlcalc.progress import follow_steps, progress_bar
 from mlcalc.workflows.optimizers import optimizer_class
 from mlcalc.workflows.result import WorkflowResult, not_in_json
 
@@ -156,6 +157,7 @@ def neb(
     mic: bool = True,
     allow_shared_calculator: bool = False,
     logfile: str | None = None,
+    progress: bool | None = None,
 ) -> NEBResult:
     """Nudged elastic band between two structures, with a climbing image.
 
@@ -188,6 +190,8 @@ def neb(
             between consecutive images (the final state's atoms are translated by lattice
             vectors accordingly); ``False`` takes the positions as given.
         logfile: optimiser log (``"-"`` for stdout); default none.
+        progress: a count of the band's optimiser steps on stderr: ``None`` when stderr is a
+            terminal, ``True`` always, ``False`` never.
     """
     if images is not None:
         if initial is not None or final is not None:
@@ -239,7 +243,9 @@ def neb(
         interpolate(band, apply_constraint=False)
         if interpolation == "idpp":
             idpp_interpolate(elastic_band, traj=None, log=None, mic=mic)
-    with optimizer_type(elastic_band, logfile=logfile) as relaxation:
+    bar = progress_bar(desc="neb", unit="steps", enabled=progress)
+    with optimizer_type(elastic_band, logfile=logfile) as relaxation, bar:
+        follow_steps(bar, relaxation)
         converged = bool(relaxation.run(fmax=fmax, steps=steps))
         taken = relaxation.nsteps
     max_force = float(np.linalg.norm(elastic_band.get_forces(), axis=1).max())
