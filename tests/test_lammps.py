@@ -306,7 +306,7 @@ def water_dimer(size: float = 14.0) -> Atoms:
     return atoms
 
 
-def test_nve_conserves_energy_and_follows_ase(tmp_path: Path) -> None:
+def test_nve_conserves_energy_and_follows_ase(plugin: Path, tmp_path: Path) -> None:
     """2 ps of NVE (0.5 fs steps) with the shipped ``water`` model in float64 (one rank):
     drift below 1 meV/atom, and positions after 100 steps equal ASE's Velocity-Verlet."""
     atoms = water_dimer()
@@ -316,14 +316,13 @@ def test_nve_conserves_energy_and_follows_ase(tmp_path: Path) -> None:
     )
     atoms.set_velocities(velocities - velocities.mean(axis=0))
     write_data(atoms, tmp_path / "dimer.data", velocities=True, elements=["H", "O"])
-    plugin_path = lammps_build.build_plugin()  # the cached build of this session's source
     script = f"""
 units metal
 atom_style atomic
 boundary m m m
 newton on
 read_data dimer.data
-plugin load {plugin_path}
+plugin load {plugin}
 pair_style mlcalc water dtype float64
 pair_coeff * * H O
 neighbor 1.0 bin

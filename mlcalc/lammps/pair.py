@@ -122,60 +122,91 @@ class PairEvaluator:
         self.receptive_field = receptive_field(self.model)
         self.neighbors = NeighborCache(self.model.cutoff, skin=NEIGHBOR_SKIN)
 
-    def graph(self, positions: np.ndarray, numbers: np.ndarray) -> AtomicGraph:
-        """The open-cluster graph of positions ``[n, 3]`` (Å) and atomic numbers ``[n]``."""
-        atoms = Atoms(numbers=numbers, positions=positions, pbc=False)
-        return self.neighbors.graph(atoms, self.model.atomic_numbers, dtype=self.dtype)
-
-    def evaluate(
-        self, positions: np.ndarray, numbers: np.ndarray, nlocal: int
-    ) -> dict[str, torch.Tensor]:
-        """Owned-atom energy (eV), forces on all atoms ``[n, 3]`` (eV/Å) and owned atoms'
-        energies ``[nlocal]`` (eV) of ``positions [n, 3]`` and atomic numbers ``[n]`` (the
-        first ``nlocal`` atoms owned)."""
-        graph = self.graph(positions, numbers).to(self.device)
+    def evaluate(self, atoms: Atoms, nlocal: int, virial: bool) -> dict[str, torch.Tensor]:
+        """Owned-atom energy (eV), forces on all atoms ``[n, 3]`` (eV/Å), owned atoms'
+        energies ``[nlocal]`` (eV) and, with ``virial`` (periodic ``atoms`` only), the virial
+        ``[3, 3]`` (eV) of ``atoms``, whose first ``nlocal`` atoms are owned."""
+        graph = self.neighbors.graph(atoms, self.model.atomic_numbers, dtype=self.dtype)
+        graph = graph.to(self.device)
         owned = torch.zeros(graph.num_atoms, dtype=torch.float64, device=self.device)
         owned[:nlocal] = 1.0
 
         def owned_energies(g: AtomicGraph, vectors: torch.Tensor) -> torch.Tensor:
             return self.energies(g, vectors) * owned
 
-        out = conservative_outputs(owned_energies, graph, compute_forces=True)
-        return {
+        out = conservative_outputs(
+            owned_energies, graph, compute_forces=True, compute_stress=virial
+        )
+        result = {
             "energy": out["energy"].sum().detach(),
             "forces": out["forces"].detach(),
             "energies": out["node_energy"][:nlocal].detach(),
         }
+        if virial:
+            result["virial"] = out["virial"][0].detach()
+        return result
 
-    def compute(self, nlocal: int, nall: int, x: int, types: int, forces: int, eatom: int) -> float:
-        """Called by the pair style: add forces (eV/Å) to LAMMPS's ``f`` and owned atoms'
-        energies (eV) to ``eatom`` (when its address is non-zero); return the rank's energy.
+    def compute(
+        self,
+        nlocal: int,
+        nall: int,
+        x: int,
+        types: int,
+        forces: int,
+        eatom: int,
+        cell: int,
+        virial: int,
+    ) -> float:
+        """Called by the pair style: add forces (eV/Å) to LAMMPS's ``f``, owned atoms' energies
+        (eV) to ``eatom`` and the virial (eV) to ``virial``; return the rank's energy (eV).
 
-        Args are the atom counts and the addresses of LAMMPS's arrays ``x [nall, 3]``
-        (double), ``type [nall]`` (int), ``f [nall, 3]`` (double) and ``eatom [nall]``.
+        Args are the atom counts and addresses of LAMMPS's arrays ``x [nall, 3]`` (double),
+        ``type [nall]`` (int), ``f [nall, 3]`` (double), ``eatom [nall]`` (0: not wanted),
+        ``cell [3, 3]`` (box vectors as rows, Å) and ``virial [6]`` (xx, yy, zz, xy, xz, yz).
+        A non-zero ``cell`` says this rank holds the whole, fully periodic box: the graph is
+        then the periodic one of the owned atoms (ghosts unused, as in the ASE calculator) and
+        the virial comes from the strain derivative, added when ``virial`` is non-zero.
+        Otherwise the graph is the open cluster of owned and ghost atoms and LAMMPS takes the
+        virial from its forces (``virial_fdotr_compute``).
         """
-        if nall == 0:
+        periodic = cell != 0
+        count = nlocal if periodic else nall
+        if count == 0:
             return 0.0
-        positions = _view(x, ctypes.c_double, (nall, 3))
-        numbers = self.type_numbers[_view(types, ctypes.c_int, (nall,))]
+        positions = _view(x, ctypes.c_double, (count, 3))
+        numbers = self.type_numbers[_view(types, ctypes.c_int, (count,))]
         # atoms of types mapped to NULL belong to other pair styles (pair_style hybrid)
         mine = np.flatnonzero(numbers > 0)
-        every = len(mine) == nall
+        every = len(mine) == count
         owned = nlocal if every else int(np.searchsorted(mine, nlocal))
         if len(mine) == 0:
             return 0.0
-        out = self.evaluate(
-            positions if every else positions[mine], numbers if every else numbers[mine], owned
+        atoms = Atoms(
+            numbers=numbers if every else numbers[mine],
+            positions=positions if every else positions[mine],
+            cell=_view(cell, ctypes.c_double, (3, 3)).copy() if periodic else None,
+            pbc=periodic,
         )
+        out = self.evaluate(atoms, owned, virial=periodic and virial != 0)
         force = out["forces"].cpu().double().numpy()
         if not (np.all(np.isfinite(force)) and torch.isfinite(out["energy"])):
             raise FloatingPointError("the model returned non-finite energy or forces")
-        lammps_forces = _view(forces, ctypes.c_double, (nall, 3))
+        lammps_forces = _view(forces, ctypes.c_double, (count, 3))
         if every:
             lammps_forces += force
         else:
             lammps_forces[mine] += force
         if eatom:
             energies = out["energies"].cpu().numpy()
-            _view(eatom, ctypes.c_double, (nall,))[mine[:owned]] += energies
+            _view(eatom, ctypes.c_double, (count,))[mine[:owned]] += energies
+        if "virial" in out:
+            w = out["virial"].cpu().double().numpy()
+            _view(virial, ctypes.c_double, (6,))[:] += [
+                w[0, 0],
+                w[1, 1],
+                w[2, 2],
+                w[0, 1],
+                w[0, 2],
+                w[1, 2],
+            ]
         return float(out["energy"])

@@ -204,15 +204,22 @@ class PairMLCalc : public Pair {
       error->all(FLERR, "pair_style mlcalc computes no per-atom virial (compute stress/atom)");
     const int nlocal = atom->nlocal;
     const int nall = nlocal + atom->nghost;
+    // one rank holding the whole, fully periodic box: the model sees the periodic cell (as in
+    // the ASE calculator, no ghost atoms) and returns the virial from the strain derivative
+    const bool whole = comm->nprocs == 1 && domain->xperiodic && domain->yperiodic &&
+        domain->zperiodic;
+    double cell[9] = {domain->xprd, 0.0,          0.0,         domain->xy, domain->yprd,
+                      0.0,          domain->xz,   domain->yz,  domain->zprd};
+    // (ev_setup moves a global virial request to vflag_fdotr when fdotr is allowed)
+    const bool own_virial = whole && (vflag_global || vflag_fdotr);
     double energy = 0.0;
     {
       Gil gil;
       PyObject *result = PyObject_CallMethod(
-          evaluator_, "compute", "iiKKKK", nlocal, nall,
-          static_cast<unsigned long long>(reinterpret_cast<std::uintptr_t>(nall ? atom->x[0] : nullptr)),
-          static_cast<unsigned long long>(reinterpret_cast<std::uintptr_t>(atom->type)),
-          static_cast<unsigned long long>(reinterpret_cast<std::uintptr_t>(nall ? atom->f[0] : nullptr)),
-          static_cast<unsigned long long>(reinterpret_cast<std::uintptr_t>(eflag_atom ? eatom : nullptr)));
+          evaluator_, "compute", "iiKKKKKK", nlocal, nall, address(nall ? atom->x[0] : nullptr),
+          address(atom->type), address(nall ? atom->f[0] : nullptr),
+          address(eflag_atom ? eatom : nullptr), address(whole ? cell : nullptr),
+          address(own_virial ? virial : nullptr));
       if (result == nullptr) {
         const std::string message = python_error_message();
         error->one(FLERR, "pair_style mlcalc: {}", message);
@@ -221,10 +228,15 @@ class PairMLCalc : public Pair {
       Py_DECREF(result);
     }
     if (eflag_global) eng_vdwl += energy;
-    if (vflag_fdotr) virial_fdotr_compute();
+    if (vflag_fdotr && !own_virial) virial_fdotr_compute();
   }
 
  private:
+  static unsigned long long address(const void *pointer)
+  {
+    return static_cast<unsigned long long>(reinterpret_cast<std::uintptr_t>(pointer));
+  }
+
   PyObject *evaluator_ = nullptr;
   std::string model_, device_, dtype_;
   double receptive_field_ = 0.0;
