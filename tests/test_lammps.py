@@ -13,6 +13,7 @@ import contextlib
 import io
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -148,14 +149,15 @@ def read_data(path: Path) -> Atoms:
 
 
 def run_lammps(
-    folder: Path, script: str, ranks: int = 1, timeout: float = 120
+    folder: Path, script: str, ranks: int = 1, timeout: float = 120, extra: Sequence[str] = ()
 ) -> subprocess.CompletedProcess:
-    """``mpiexec -n ranks lmp`` on ``script`` in ``folder`` (one thread per rank)."""
+    """``mpiexec -n ranks lmp`` on ``script`` in ``folder`` (one thread per rank), with more
+    command-line arguments ``extra``."""
     (folder / "in.lmp").write_text(script)
     env = lammps_build.lammps_environment()
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     command = [MPIEXEC, "-n", str(ranks), str(LMP), "-in", "in.lmp"]
-    command += ["-log", "log.lammps", "-nocite"]
+    command += ["-log", "log.lammps", "-nocite", *extra]
     return subprocess.run(
         command, cwd=folder, env=env, capture_output=True, text=True, timeout=timeout, check=False
     )
@@ -428,3 +430,26 @@ print("ENERGY", lmp.get_thermo("pe"))
     reference = read_data(tmp_path / "molecule.data")
     reference.calc = NEMPCalculator.from_checkpoint(models["nemp"], device="cpu")
     assert abs(energy - reference.get_potential_energy()) <= TOLERANCE * abs(energy)
+
+
+def test_examples_run(plugin: Path, tmp_path: Path) -> None:
+    """``examples/lammps``: the water data file, a few NVT steps on 2 ranks and a short
+    ``fix box/relax`` minimisation, with the shipped ``water`` model."""
+    examples = Path(__file__).resolve().parents[1] / "examples" / "lammps"
+    subprocess.run(
+        [sys.executable, str(examples / "make_water_data.py"), "--repeats", "3"],
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    for script, ranks, variables in [
+        ("water_nvt.in", 2, ["-var", "steps", "2"]),
+        ("relax.in", 1, ["-var", "iterations", "3"]),
+    ]:
+        text = (examples / script).read_text()
+        command = f"-var plugin {plugin} " + " ".join(variables)
+        result = run_lammps(tmp_path, text, ranks, extra=command.split())
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        assert "ERROR" not in result.stdout and "nan" not in result.stdout.lower()
+    assert (tmp_path / "water_relaxed.data").exists()

