@@ -353,6 +353,12 @@ static Pair *create_pair_mlcalc(LAMMPS *lmp)
 
 extern "C" void lammpsplugin_init(void *lmp, void *handle, void *regfunc)
 {
+  auto *host = static_cast<LAMMPS *>(lmp);
+  if (std::strcmp(host->version, MLCALC_HOST_VERSION) != 0 && host->comm->me == 0)
+    host->error->warning(FLERR, "the mlcalc plugin was built for LAMMPS {} but is loaded into "
+                                "LAMMPS {}; rebuild it with 'mlcalc lammps build "
+                                "--lammps-headers <this LAMMPS's src/>'",
+                         MLCALC_HOST_VERSION, host->version);
   lammpsplugin_t plugin;
   std::memset(&plugin, 0, sizeof(plugin));
   plugin.version = MLCALC_HOST_VERSION;
