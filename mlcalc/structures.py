@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from importlib.resources import files
+
 import numpy as np
 from ase import Atoms
 from ase.build import molecule
+from ase.io import read
 from scipy.spatial.transform import Rotation
 
 #: Number density of liquid water at 1.00 g/cm³: molecules per Å³.
@@ -49,6 +52,19 @@ def water_box(repeats: int, seed: int = 0, jitter: float = 0.0) -> Atoms:
         raise RuntimeError("could not orient the water molecules without close contacts")
     box.positions += rng.normal(0.0, jitter, box.positions.shape)
     return box
+
+
+def liquid_water() -> Atoms:
+    """Equilibrated liquid water at 300 K: 64 H2O (192 atoms) in a periodic 12.42 Å cube.
+
+    Made with the pretrained ``water`` model (``examples/make_liquid_water.py``): a
+    :func:`water_box` relaxed with FIRE, then 10 ps of Langevin NVT at 300 K. Positions and
+    momenta of the last frame, so MD started from it is at 300 K from the first step;
+    ``atoms.info["made_by"]`` says how it was made. A fresh copy on every call.
+    """
+    path = files("mlcalc") / "data" / "liquid_water_192.extxyz"
+    with path.open("r") as stream:
+        return read(stream, format="extxyz")
 
 
 def _clashing_molecules(box: Atoms) -> np.ndarray:

@@ -67,15 +67,14 @@ def test_ci_runs_the_readme_test_command() -> None:
     assert "ci:test-command" in (ROOT / ".ci" / "run").read_text()
 
 
-def test_water_md_example_runs(tmp_path: Path) -> None:
-    """The README's main job, shortened to 4 steps."""
+@pytest.mark.slow
+def test_water_md_example_is_liquid_water_at_300_kelvin(tmp_path: Path) -> None:
+    """The README's main job as a user runs it: every reported temperature is 300 ± 30 K."""
     trajectory = tmp_path / "water.traj"
     result = subprocess.run(
         [
             sys.executable,
             str(ROOT / "examples" / "water_md.py"),
-            "--steps",
-            "4",
             "--trajectory",
             str(trajectory),
             "--device",
@@ -86,7 +85,9 @@ def test_water_md_example_runs(tmp_path: Path) -> None:
         timeout=600,
     )
     assert result.returncode == 0, result.stderr
-    assert "E_total" in result.stdout and "T " in result.stdout
+    temperatures = [float(t) for t in re.findall(r" T +([0-9.]+) K", result.stdout)]
+    assert len(temperatures) == 10, result.stdout
+    assert all(270.0 <= t <= 330.0 for t in temperatures), result.stdout
     assert trajectory.stat().st_size > 0
 
 
