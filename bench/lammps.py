@@ -105,7 +105,7 @@ def lammps_case(
     """Step time and ghost/owned ratio of LAMMPS on ``ranks`` × ``threads``."""
     from ase.io import write
 
-    from mlcalc.lammps import lammps_environment, lammps_executable, mpiexec
+    from mlcalc.lammps.build import lammps_environment, lammps_executable, mpiexec_command
     from mlcalc.structures import water_box
 
     with tempfile.TemporaryDirectory() as folder:
@@ -123,7 +123,7 @@ def lammps_case(
         (Path(folder) / "in.lmp").write_text(script)
         env = lammps_environment()
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-        command = [mpiexec(), "-n", str(ranks), str(lammps_executable()), "-in", "in.lmp"]
+        command = [*mpiexec_command(ranks), str(lammps_executable()), "-in", "in.lmp"]
         result = subprocess.run(
             [*command, "-log", "none", "-nocite"],
             cwd=folder,
@@ -204,6 +204,12 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--cases",
+        nargs="+",
+        default=[f"{e}:{r}:{t}" for e, r, t in CASES],
+        help="engine:ranks:threads, e.g. lammps:2:1 (default: all five)",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if args.worker:
@@ -220,10 +226,11 @@ def main() -> None:
     print("|---" * 8 + "|")
     for size in args.sizes:
         measured: dict[tuple[str, int, int], dict[str, Any]] = {}
-        for engine, ranks, threads in CASES:
+        for case in args.cases:
+            engine, ranks, threads = case.split(":")[0], *map(int, case.split(":")[1:])
             row = run_case(engine, ranks, threads, size, args.steps, args.dtype, plugin)
             measured[engine, ranks, threads] = row
-            if (engine, ranks) == ("lammps", 2):
+            if (engine, ranks) == ("lammps", 2) and ("lammps", 1, 1) in measured:
                 one = measured["lammps", 1, 1]["step_s"]
                 row["efficiency"] = one / (2 * row["step_s"])
                 row["bound"] = 1.0 / (1.0 + row["ghost_per_owned"])

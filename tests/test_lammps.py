@@ -36,7 +36,7 @@ from mlcalc.models import NEMP, MLANet, MLANetConfig, NEMPConfig
 
 try:
     LMP = lammps_build.lammps_executable()
-    MPIEXEC = lammps_build.mpiexec()
+    lammps_build.mpiexec()
     lammps_build._compiler()
 except FileNotFoundError as missing:
     pytest.skip(f"LAMMPS tests need mlcalc[lammps]: {missing}", allow_module_level=True)
@@ -163,7 +163,7 @@ def run_lammps(
     (folder / "in.lmp").write_text(script)
     env = lammps_build.lammps_environment()
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    command = [MPIEXEC, "-n", str(ranks), str(LMP), "-in", "in.lmp"]
+    command = [*lammps_build.mpiexec_command(ranks), str(LMP), "-in", "in.lmp"]
     command += ["-log", "log.lammps", "-nocite", *extra]
     return subprocess.run(
         command, cwd=folder, env=env, capture_output=True, text=True, timeout=timeout, check=False
@@ -198,10 +198,17 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return paths
 
 
-def single_point(name: str, atoms: Atoms, plugin: Path, model: Path) -> str:
+def single_point(name: str, atoms: Atoms, plugin: Path, model: Path, hybrid: bool = False) -> str:
     """Input lines for one structure: ``run 0``, forces and per-atom energies dumped to
-    ``NAME.dump``, energy and virial pressure printed to ``NAME.out``."""
+    ``NAME.dump``, energy and virial pressure printed to ``NAME.out``; with ``hybrid``, as a
+    sub-style of ``pair_style hybrid/overlay`` (beside ``zero``)."""
     virial = " ".join(f"$(c_p[{k}]:%.17g)" for k in range(1, 7))
+    pair = f"pair_style mlcalc {model} dtype float64\npair_coeff * * {' '.join(ELEMENTS)}"
+    if hybrid:
+        pair = (
+            f"pair_style hybrid/overlay mlcalc {model} dtype float64 zero 2.0\n"
+            f"pair_coeff * * mlcalc {' '.join(ELEMENTS)}\npair_coeff * * zero"
+        )
     return f"""
 clear
 units metal
@@ -210,8 +217,7 @@ boundary {boundary(atoms)}
 newton on
 read_data {name}.data
 plugin load {plugin}
-pair_style mlcalc {model} dtype float64
-pair_coeff * * {" ".join(ELEMENTS)}
+{pair}
 neighbor 1.0 bin
 compute pe all pe/atom
 compute p all pressure NULL virial
@@ -260,14 +266,15 @@ def assert_close(found: dict, expected: dict, what: str) -> None:
 def test_equals_ase_calculator(
     ranks: int, plugin: Path, models: dict[str, Path], tmp_path: Path
 ) -> None:
-    """Water box, water slab, small triclinic cell and a molecule (NEMP) and the water box
-    (conservative MLANet): energy, forces, per-atom energies and virial to 1e-8 relative."""
+    """Water box, water slab, small triclinic cell and a molecule (NEMP), the water box with
+    conservative MLANet and with NEMP under ``pair_style hybrid/overlay``: energy, forces,
+    per-atom energies and virial to 1e-8 relative."""
     cases = [(name, build(), "nemp") for name, build in STRUCTURES.items()]
-    cases.append(("water_mlanet", water_box(), "mlanet"))
+    cases += [("water_mlanet", water_box(), "mlanet"), ("water_hybrid", water_box(), "nemp")]
     script = ""
     for name, atoms, model in cases:
         write_data(atoms, tmp_path / f"{name}.data")
-        script += single_point(name, atoms, plugin, models[model])
+        script += single_point(name, atoms, plugin, models[model], name.endswith("hybrid"))
     result = run_lammps(tmp_path, script, ranks)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     calcs = {
@@ -358,13 +365,14 @@ run 3900
     steps, total = rows[:, 0], rows[:, 3]
     assert steps[-1] == 4000
     slope = np.polyfit(steps * 0.0005, total, 1)[0]  # eV/ps
-    assert abs(slope * 2.0) / len(atoms) < 1e-3
-    assert np.ptp(total) / len(atoms) < 1e-3
+    drift, spread = abs(slope * 2.0) / len(atoms), np.ptp(total) / len(atoms)
+    assert drift < 1e-3 and spread < 1e-3, f"drift {drift:.2e}, spread {spread:.2e} eV/atom"
 
     atoms.calc = NEMPCalculator.from_pretrained("water", device="cpu", dtype="float64")
     VelocityVerlet(atoms, timestep=0.5 * units.fs).run(100)
     lammps_positions = np.loadtxt(tmp_path / "steps.dump", skiprows=9 + 9 + len(atoms))[:, 1:]
-    assert np.max(np.abs(lammps_positions - atoms.positions)) < 1e-6
+    deviation = np.max(np.abs(lammps_positions - atoms.positions))
+    assert deviation < 1e-6, f"positions after 100 steps differ by {deviation:.2e} Å"
 
 
 def error_of(tmp_path: Path, script: str, ranks: int = 1) -> str:
@@ -460,3 +468,18 @@ def test_examples_run(plugin: Path, tmp_path: Path) -> None:
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         assert "ERROR" not in result.stdout and "nan" not in result.stdout.lower()
     assert (tmp_path / "water_relaxed.data").exists()
+
+
+def test_device_selection() -> None:
+    """``device cuda`` maps a rank to GPU ``local rank mod count``; bad devices are refused."""
+    from mlcalc.lammps.pair import select_device
+
+    assert select_device("cpu", 3) == torch.device("cpu")
+    with pytest.raises(ValueError, match="cpu, cuda or cuda:N"):
+        select_device("gpu", 0)
+    if torch.cuda.is_available():
+        count = torch.cuda.device_count()
+        assert select_device("cuda", count + 1) == torch.device("cuda", 1 % count)
+    else:
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            select_device("cuda", 0)

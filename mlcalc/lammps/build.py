@@ -91,6 +91,17 @@ def mpiexec() -> str:
     return found
 
 
+def mpiexec_command(ranks: int) -> list[str]:
+    """``mpiexec -n ranks``, with ``--oversubscribe --allow-run-as-root`` for Open MPI (which
+    refuses more ranks than cores, and root, without them; MPICH needs neither)."""
+    launcher = mpiexec()
+    command = [launcher, "-n", str(ranks)]
+    version = subprocess.run([launcher, "--version"], capture_output=True, text=True, check=False)
+    if "Open MPI" in version.stdout + version.stderr:
+        command += ["--oversubscribe", "--allow-run-as-root"]
+    return command
+
+
 def _compiler() -> list[str]:
     """``$MPICXX``, else ``mpicxx`` beside this Python, else on ``PATH``."""
     if os.environ.get("MPICXX"):

@@ -205,9 +205,10 @@ class PairMLCalc : public Pair {
     const int nlocal = atom->nlocal;
     const int nall = nlocal + atom->nghost;
     // one rank holding the whole, fully periodic box: the model sees the periodic cell (as in
-    // the ASE calculator, no ghost atoms) and returns the virial from the strain derivative
-    const bool whole = comm->nprocs == 1 && domain->xperiodic && domain->yperiodic &&
-        domain->zperiodic;
+    // the ASE calculator, no ghost atoms) and returns the virial from the strain derivative.
+    // Not as a sub-style of pair_style hybrid, which takes the virial from all forces (fdotr).
+    const bool whole = force->pair == this && comm->nprocs == 1 && domain->xperiodic &&
+        domain->yperiodic && domain->zperiodic;
     double cell[9] = {domain->xprd, 0.0,          0.0,         domain->xy, domain->yprd,
                       0.0,          domain->xz,   domain->yz,  domain->zprd};
     // (ev_setup moves a global virial request to vflag_fdotr when fdotr is allowed)
