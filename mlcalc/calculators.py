@@ -7,6 +7,11 @@
 Units: energy eV, forces eV/Å, stress eV/Å³ in ASE's sign convention and Voigt order
 ``[xx, yy, zz, yz, xz, xy]``. Stress exists only for structures periodic in all directions.
 
+Total charge (e) and spin multiplicity are read from ``atoms.info["charge"]`` and
+``atoms.info["spin"]`` (defaults and checks: :mod:`mlcalc.electrons`); changing either
+invalidates the cached results. A model without ``charge_embedding`` warns once when it meets
+a charged structure.
+
 For molecular dynamics, ``skin=1.0`` (Å) reuses the neighbour list between steps; for
 screening, ``calc.calculate_batch(structures)`` evaluates many structures per forward pass.
 """
@@ -24,6 +29,7 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 
+from mlcalc.electrons import CHARGE_KEY, SPIN_KEY
 from mlcalc.graph import AtomicGraph, NeighborBackend, NeighborCache, build_graph
 from mlcalc.models import (
     ARCHITECTURES,
@@ -33,6 +39,7 @@ from mlcalc.models import (
     load_checkpoint,
     torch_dtype,
 )
+from mlcalc.models.charge import warn_if_charge_ignored
 from mlcalc.models.compiled import CompiledAtomicEnergies
 from mlcalc.models.physics import conservative_outputs
 from mlcalc.pretrained import get_pretrained, list_pretrained, load_model
@@ -110,6 +117,11 @@ class MLCalculator(Calculator):
         self.neighbors = NeighborCache(self.model.cutoff, skin=skin, backend=backend)
         self.compiled_energies: CompiledAtomicEnergies | None = None
         if compile:
+            if self.model.config.long_range is not None:
+                raise ValueError(
+                    "compile=True does not support models with long_range (its Ewald sum "
+                    "depends on the cell's reciprocal vectors); use compile=False"
+                )
             energies = self.model.atomic_energy_function(chunked=False)
             if energies is None:
                 raise ValueError(
@@ -172,6 +184,17 @@ class MLCalculator(Calculator):
         cls._check_architecture(model.architecture, str(name_or_ref))
         return cls(model, device=device, **kwargs)
 
+    def check_state(self, atoms: Atoms, tol: float = 1e-15) -> list[str]:
+        """ASE's changes (positions, numbers, cell, pbc...) plus ``"charge"`` and ``"spin"``
+        when ``atoms.info["charge"]`` or ``["spin"]`` differ from the last calculation."""
+        changes = super().check_state(atoms, tol)
+        if self.atoms is not None:
+            for key in (CHARGE_KEY, SPIN_KEY):
+                before, now = self.atoms.info.get(key), atoms.info.get(key)
+                if (before is None) != (now is None) or not np.array_equal(before, now):
+                    changes.append(key)
+        return changes
+
     def calculate(
         self,
         atoms: Atoms | None = None,
@@ -229,6 +252,7 @@ class MLCalculator(Calculator):
     def _evaluate(self, graph: AtomicGraph, first_index: int = 0) -> list[dict[str, Any]]:
         """Results of each structure of ``graph`` (numbered from ``first_index`` in errors)."""
         periodic = graph.pbc.all(dim=1).tolist()
+        warn_if_charge_ignored(self.model, graph)
         graph = graph.to(self.device)
         if self.compiled_energies is not None:
             out = conservative_outputs(self.compiled_energies, graph, True, any(periodic))

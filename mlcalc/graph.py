@@ -30,6 +30,8 @@ from ase import Atoms
 from ase.data import chemical_symbols
 from matscipy.neighbours import neighbour_list
 
+from mlcalc.electrons import read_charge_state
+
 #: Neighbour-list implementations selectable by ``backend=``.
 NeighborBackend = Literal["vesin", "matscipy"]
 
@@ -50,6 +52,9 @@ class AtomicGraph:
         cell: ``[B, 3, 3]`` lattice vectors as rows, Å (zero rows in non-periodic directions).
         pbc: ``[B, 3]`` bool.
         batch: ``[N]`` int64 graph index of each atom.
+        charge: ``[B]`` int64 total charge of each structure, e (``None``: all neutral).
+        spin: ``[B]`` int64 spin multiplicity ``2S + 1`` of each structure (``None``: the
+            lowest one for its electron count, see :mod:`mlcalc.electrons`).
     """
 
     positions: torch.Tensor
@@ -60,6 +65,8 @@ class AtomicGraph:
     cell: torch.Tensor
     pbc: torch.Tensor
     batch: torch.Tensor
+    charge: torch.Tensor | None = None
+    spin: torch.Tensor | None = None
 
     @property
     def num_graphs(self) -> int:
@@ -77,6 +84,22 @@ class AtomicGraph:
         """``[B]`` number of atoms in each graph."""
         return torch.bincount(self.batch, minlength=self.num_graphs)
 
+    def total_charge(self) -> torch.Tensor:
+        """``[B]`` int64 total charge of each structure, e (zeros when not given)."""
+        if self.charge is not None:
+            return self.charge
+        return torch.zeros(self.num_graphs, dtype=torch.int64, device=self.batch.device)
+
+    def spin_multiplicity(self) -> torch.Tensor:
+        """``[B]`` int64 spin multiplicity ``2S + 1`` (default: 1 for an even electron count,
+        2 for an odd one)."""
+        if self.spin is not None:
+            return self.spin
+        protons = torch.zeros_like(self.total_charge()).index_add_(
+            0, self.batch, self.atomic_numbers
+        )
+        return 1 + (protons - self.total_charge()) % 2
+
     def to(
         self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
     ) -> AtomicGraph:
@@ -84,7 +107,9 @@ class AtomicGraph:
         moved = {}
         for field in fields(self):
             value = getattr(self, field.name)
-            if value.is_floating_point():
+            if value is None:
+                moved[field.name] = None
+            elif value.is_floating_point():
                 moved[field.name] = value.to(device=device, dtype=dtype)
             else:
                 moved[field.name] = value.to(device=device)
@@ -108,6 +133,8 @@ def batch_graphs(graphs: Sequence[AtomicGraph]) -> AtomicGraph:
         cell=torch.cat([g.cell for g in graphs]),
         pbc=torch.cat([g.pbc for g in graphs]),
         batch=torch.cat([g.batch + int(o) for g, o in zip(graphs, graph_offsets, strict=True)]),
+        charge=torch.cat([g.total_charge() for g in graphs]),
+        spin=torch.cat([g.spin_multiplicity() for g in graphs]),
     )
 
 
@@ -249,17 +276,20 @@ def _check_close_atoms(i: np.ndarray, j: np.ndarray, distances: np.ndarray, inde
 
 @dataclass
 class _Structure:
-    """One validated structure as float64/int64 numpy arrays (positions and cell in Å)."""
+    """One validated structure as float64/int64 numpy arrays (positions and cell in Å), with
+    its total charge (e) and spin multiplicity."""
 
     positions: np.ndarray
     cell: np.ndarray
     pbc: np.ndarray
     numbers: np.ndarray
+    charge: int = 0
+    spin: int = 1
 
 
 def _validated(atoms: Atoms, index: int) -> _Structure:
     """Arrays of ``atoms`` (structure ``index`` in error messages): finite positions and cell,
-    and a valid periodic cell."""
+    a valid periodic cell, and a valid charge and spin (:mod:`mlcalc.electrons`)."""
     positions = np.asarray(atoms.get_positions(), dtype=np.float64)
     if not np.all(np.isfinite(positions)):
         bad = np.flatnonzero(~np.isfinite(positions).all(axis=1))
@@ -272,7 +302,8 @@ def _validated(atoms: Atoms, index: int) -> _Structure:
     pbc = np.asarray(atoms.get_pbc(), dtype=bool)
     validate_cell(cell, pbc)
     numbers = np.asarray(atoms.get_atomic_numbers(), dtype=np.int64)
-    return _Structure(positions, cell, pbc, numbers)
+    charge, spin = read_charge_state(atoms.info, numbers, f"structure {index}: ")
+    return _Structure(positions, cell, pbc, numbers, charge, spin)
 
 
 def _assemble(
@@ -303,6 +334,8 @@ def _assemble(
         cell=torch.tensor(np.stack([s.cell for s in structures]), dtype=dtype),
         pbc=torch.from_numpy(np.stack([s.pbc for s in structures])),
         batch=torch.from_numpy(np.repeat(np.arange(len(structures), dtype=np.int64), sizes)),
+        charge=torch.tensor([s.charge for s in structures], dtype=torch.int64),
+        spin=torch.tensor([s.spin for s in structures], dtype=torch.int64),
     )
 
 
@@ -331,7 +364,8 @@ def build_graph(
     Raises:
         KeyError: an element not in ``elements``.
         ValueError: non-finite positions, a zero or degenerate periodic cell, two atoms
-            closer than 0.1 Å, or an unknown backend.
+            closer than 0.1 Å, an unknown backend, or an invalid ``atoms.info["charge"]`` or
+            ``atoms.info["spin"]`` (see :mod:`mlcalc.electrons`).
     """
     if isinstance(structures, Atoms):
         structures = [structures]

@@ -28,6 +28,15 @@ def register(commands: Any) -> None:
     parser.add_argument("--forces-key", default="forces")
     parser.add_argument("--stress-key", default="stress")
     parser.add_argument("--virial-key", default="virial")
+    parser.add_argument(
+        "--charge-key", default="charge", help="info key of the total charge, e (default 0)"
+    )
+    parser.add_argument(
+        "--spin-key",
+        default="spin",
+        help="info key of the spin multiplicity 2S+1 (default: 1 for an even electron count, "
+        "2 for odd)",
+    )
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     parser.add_argument(
         "--dtype", default=None, choices=["float32", "float64"], help="default: the model's"
@@ -49,6 +58,8 @@ def run(args: argparse.Namespace) -> int:
         forces_key=args.forces_key,
         stress_key=args.stress_key,
         virial_key=args.virial_key,
+        charge_key=args.charge_key,
+        spin_key=args.spin_key,
         device=args.device,
         dtype=args.dtype,
         batch_atoms=args.batch_atoms,

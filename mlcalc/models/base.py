@@ -7,7 +7,7 @@ import functools
 import json
 from collections.abc import Callable, Mapping, Sequence
 from os import PathLike
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 from ase.data import atomic_numbers, chemical_symbols
@@ -56,15 +56,26 @@ class ModelConfig:
     Attributes:
         elements: chemical symbols (or atomic numbers) the model handles; stored sorted by Z.
         cutoff: neighbour cutoff radius, Å.
+        charge_embedding: take each structure's total charge and spin multiplicity
+            (``atoms.info["charge"]``, ``["spin"]``) as inputs (:mod:`mlcalc.models.charge`).
+        long_range: ``None`` (local model) or ``"coulomb"``: add the Coulomb energy of learned
+            latent charges, Ewald-summed in periodic cells (:mod:`mlcalc.models.electrostatics`).
+        coulomb_smearing: Gaussian width of the latent charges inside the cutoff, Å.
     """
 
     elements: list[str]
     cutoff: float = 5.0
+    charge_embedding: bool = False
+    long_range: Literal["coulomb"] | None = None
+    coulomb_smearing: float = 1.0
 
     def __post_init__(self) -> None:
         self.elements = normalize_elements(self.elements)
-        self.require_positive("cutoff")
+        self.require_positive("cutoff", "coulomb_smearing")
         self.cutoff = float(self.cutoff)
+        self.charge_embedding = bool(self.charge_embedding)
+        if self.long_range not in (None, "coulomb"):
+            raise ValueError(f"long_range must be None or 'coulomb', got {self.long_range!r}")
 
     def require_at_least_one(self, *names: str) -> None:
         """``ValueError`` unless each named integer field is >= 1."""

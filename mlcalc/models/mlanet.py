@@ -37,6 +37,7 @@ from torch import nn
 from mlcalc.graph import AtomicGraph
 from mlcalc.models.base import AtomisticModel, ModelConfig
 from mlcalc.models.blocks import BesselBasis, EdgeChunks, polynomial_envelope, scatter_sum
+from mlcalc.models.charge import charge_spin_embedding, long_range_module
 from mlcalc.models.constants import ExactConstants
 from mlcalc.models.physics import conservative_outputs, edge_vectors, stress_and_virial
 
@@ -102,6 +103,11 @@ class MLANetConfig(ModelConfig):
         if any(width < 1 for width in self.energy_mlp_hidden):
             raise ValueError(f"energy_mlp_hidden widths must be >= 1, got {self.energy_mlp_hidden}")
         self.require_choice("force_mode", ("direct", "conservative"))
+        if self.long_range is not None and self.force_mode != "conservative":
+            raise ValueError(
+                "long_range needs force_mode='conservative' (its forces and stress come from "
+                "the gradient of the Coulomb energy)"
+            )
         self.require_positive("residual_scale", "avg_num_neighbors")
 
 
@@ -394,6 +400,8 @@ class MLANet(AtomisticModel):
             self.stress_head = DirectStressHead(c.channels, c.lmax)
         else:
             self.energy_mlp = silu_mlp([c.readout_channels, *c.energy_mlp_hidden, 1])
+        self.charge_spin = charge_spin_embedding(c, c.channels)
+        self.coulomb = long_range_module(c, c.readout_channels)
 
     def _edge_attributes(self, vectors: torch.Tensor) -> EdgeAttributes:
         """Envelope, radial basis and spherical harmonics of edge vectors ``[E, 3]`` (Å)."""
@@ -427,6 +435,8 @@ class MLANet(AtomisticModel):
                 / self.config.avg_num_neighbors
             )
         embedding = self.species_embedding(graph.species)
+        if self.charge_spin is not None:
+            embedding = embedding + self.charge_spin(graph)
         features = [nn.functional.pad(embedding, (0, self.feature_dim - self.config.channels))]
         attention = []
         for layer in self.interactions:
@@ -449,8 +459,12 @@ class MLANet(AtomisticModel):
     ) -> torch.Tensor:
         """Conservative mode: ``[N]`` local atomic energies (float64, eV)."""
         features = self._interactions(graph, vectors, recompute, chunked)[0][-1]
-        raw = self.energy_mlp(self.readout_features(features)).squeeze(1)
-        return self.readout(raw, graph.species)
+        invariants = self.readout_features(features)
+        energies = self.readout(self.energy_mlp(invariants).squeeze(1), graph.species)
+        if self.coulomb is not None:
+            centre, neighbor = graph.edge_index
+            energies = energies + self.coulomb(invariants, graph, centre, neighbor, vectors)
+        return energies
 
     def _pooled_energy(self, graph: AtomicGraph, features: torch.Tensor) -> torch.Tensor:
         """Direct mode: ``[B]`` energies (float64, eV) from sum/mean/max pooling per graph."""

@@ -31,6 +31,7 @@ from mlcalc.models.blocks import (
     polynomial_envelope,
     scatter_sum,
 )
+from mlcalc.models.charge import charge_spin_embedding, long_range_module
 from mlcalc.models.constants import ExactConstants
 from mlcalc.models.physics import conservative_outputs
 
@@ -247,6 +248,8 @@ class NEMP(AtomisticModel):
             MLPSpec.coerce(c.readout_mlp),
             bias=c.use_readout_bias,
         )
+        self.charge_spin = charge_spin_embedding(c, channels)
+        self.coulomb = long_range_module(c, (n_layers + 2) * channels)
 
         l_of_k = _l_of_k(c.l_max)
         self.register_buffer("l_of_k", l_of_k, persistent=False)
@@ -301,6 +304,8 @@ class NEMP(AtomisticModel):
             norm = torch.full_like(smooth_count, c.avg_num_neighbors)
         invariants = [rho0]
         psi = groups.linear(expansion / norm[:, None, None], self.species_embedding) * inv_sqrt_c
+        if self.charge_spin is not None:  # added to the l = 0 features
+            psi = torch.cat([psi[:, :1] + self.charge_spin(graph)[:, None], psi[:, 1:]], dim=1)
 
         tp_norm = 1.0 / (norm * norm)
         for t in range(c.num_interactions):
@@ -330,7 +335,11 @@ class NEMP(AtomisticModel):
         invariants.append((psi * self.invariant_scale[:, None] * final_sh).sum(1) / math.sqrt(3.0))
         descriptor = torch.cat(invariants, dim=1) / norm[:, None]
         raw = self.atomic_mlp(descriptor).squeeze(1)
-        return self.readout(raw, species)
+        energies = self.readout(raw, species)
+        if self.coulomb is not None:
+            centre, neighbor = chunks.centre, chunks.neighbor
+            energies = energies + self.coulomb(descriptor, graph, centre, neighbor, vectors)
+        return energies
 
     def _coefficients(self, t: int, edge_state: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """(j) ``G_t(edge_state)`` → ``k_centre, k_neighbor, k_node``, each ``[E, L'+1, C]``."""

@@ -7,6 +7,7 @@ stress is tensile; virial ``W = -V sigma`` in eV.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import torch
@@ -61,7 +62,9 @@ def conservative_outputs(
     """Energies, forces and stress of a model whose energy is a sum of atomic terms.
 
     Args:
-        atomic_energy_fn: maps ``(graph, edge_vectors [E, 3])`` to ``[N]`` atomic energies (eV).
+        atomic_energy_fn: maps ``(graph, edge_vectors [E, 3])`` to ``[N]`` atomic energies (eV);
+            the graph it gets holds the positions and cell the edge vectors come from (with
+            the strain, when stress is asked for).
         graph: the batch.
         compute_forces, compute_stress: which derivatives to take (one backward pass for both).
         training: keep the graph of the derivatives for a force/stress loss.
@@ -83,7 +86,9 @@ def conservative_outputs(
     else:
         positions_strained = positions
     vectors = edge_vectors(positions_strained, cell, graph.shifts, graph.edge_index, graph.batch)
-    node_energy = atomic_energy_fn(graph, vectors)
+    # the graph seen by the model holds the strained positions and cell (long-range terms)
+    strained = dataclasses.replace(graph, positions=positions_strained, cell=cell)
+    node_energy = atomic_energy_fn(strained, vectors)
     energy = node_energy.new_zeros(graph.num_graphs).index_add_(0, graph.batch, node_energy)
     out = {"node_energy": node_energy, "energy": energy}
     if not (compute_forces or compute_stress):

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from mlcalc.models import ARCHITECTURES
+from mlcalc.training.data import LabelKeys
 from mlcalc.training.loss import LOSS_KINDS
 
 SCHEDULERS = ("plateau", "cosine", "constant")
@@ -35,6 +36,9 @@ class TrainConfig:
         valid_fraction: seeded random part of ``train_file`` used for validation when there
             is no ``valid_file``.
         energy_key, forces_key, stress_key, virial_key: label names in the files.
+        charge_key, spin_key: ``atoms.info`` names of the total charge (e) and spin
+            multiplicity ``2S + 1`` in the files (defaults 0 and the lowest multiplicity;
+            see :mod:`mlcalc.electrons`), inputs of models with ``charge_embedding``.
         e0s: ``"fit"`` (least squares on the training energies), a path to an isolated-atoms
             file, a mapping symbol -> eV, or ``"keep"`` (the ``init_from`` model's).
         loss: ``"l1"``, ``"mse"`` or ``"huber"`` (``huber_delta``), on energy per atom,
@@ -75,6 +79,8 @@ class TrainConfig:
     forces_key: str = "forces"
     stress_key: str = "stress"
     virial_key: str = "virial"
+    charge_key: str = "charge"
+    spin_key: str = "spin"
     e0s: str | dict[str, float] | None = None
     loss: str = "mse"
     huber_delta: float = 0.01
@@ -141,6 +147,17 @@ class TrainConfig:
                 if value is not None and float(value) < 0:
                     raise ValueError(f"{key} must be >= 0, got {value}")
         self.max_time_seconds()  # validates the format
+
+    def label_keys(self) -> LabelKeys:
+        """Where the files hold labels, charge and spin."""
+        return LabelKeys(
+            self.energy_key,
+            self.forces_key,
+            self.stress_key,
+            self.virial_key,
+            self.charge_key,
+            self.spin_key,
+        )
 
     def max_time_seconds(self) -> float | None:
         """``max_time`` in seconds (``None``: no budget)."""

@@ -4,6 +4,10 @@ Labels (any may be missing per structure; a missing label is masked out of losse
 never replaced by a number): total energy (eV), forces ``[n, 3]`` (eV/Å) and stress ``[3, 3]``
 (eV/Å³, ASE's sign: positive is tensile). Stress may also come from a virial (eV) as
 ``-virial / volume``.
+
+Inputs besides the geometry: the total charge (e) and spin multiplicity of each frame, read
+from ``atoms.info`` at :class:`LabelKeys` ``charge`` and ``spin`` (defaults and checks as in
+:mod:`mlcalc.electrons`) and kept in the clean structure's ``info["charge"]``/``["spin"]``.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from ase import Atoms
 from ase.data import atomic_numbers, chemical_symbols
 from ase.stress import voigt_6_to_full_3x3_stress
 
+from mlcalc.electrons import CHARGE_KEY, SPIN_KEY, read_charge_state
 from mlcalc.graph import AtomicGraph, batch_graphs, build_graph
 
 
@@ -32,6 +37,8 @@ class LabelKeys:
     forces: str = "forces"
     stress: str = "stress"
     virial: str = "virial"
+    charge: str = CHARGE_KEY
+    spin: str = SPIN_KEY
 
 
 @dataclass
@@ -115,6 +122,10 @@ def labeled_structure(atoms: Atoms, keys: LabelKeys, source: str) -> LabeledStru
         cell=atoms.get_cell(),
         pbc=atoms.get_pbc(),
     )
+    for key, standard in ((keys.charge, CHARGE_KEY), (keys.spin, SPIN_KEY)):
+        if atoms.info.get(key) is not None:
+            clean.info[standard] = atoms.info[key]
+    read_charge_state(clean.info, clean.numbers, f"{source}: ")  # refuse bad values early
     return LabeledStructure(clean, energy, forces, stress, source)
 
 

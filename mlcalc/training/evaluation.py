@@ -24,6 +24,8 @@ def evaluate_file(
     forces_key: str = "forces",
     stress_key: str = "stress",
     virial_key: str = "virial",
+    charge_key: str = "charge",
+    spin_key: str = "spin",
     device: str | None = None,
     dtype: str | None = None,
     batch_atoms: int = 2048,
@@ -33,17 +35,23 @@ def evaluate_file(
     """Errors of the model ``model_ref`` (path, ``hf://`` ref or registry name) on ``data``.
 
     ``progress``: a bar of the structures on stderr (``None``: when stderr is a terminal).
+    ``charge_key``/``spin_key``: ``atoms.info`` names of the total charge (e) and spin
+    multiplicity; a model without ``charge_embedding`` warns once if the data is charged.
     Returns ``(errors, sums)``: ``errors`` as :meth:`ErrorSums.errors` (meV/atom, meV/Å,
     meV/Å³) and the sums (with parity data when ``keep_values``).
     """
     from mlcalc.calculators import resolve_device
+    from mlcalc.models.charge import warn_if_charge_ignored
     from mlcalc.pretrained import load_model
 
     resolved = resolve_device(device)
     model = load_model(model_ref, device=resolved, dtype=dtype)
-    structures = read_structures(data, LabelKeys(energy_key, forces_key, stress_key, virial_key))
+    keys = LabelKeys(energy_key, forces_key, stress_key, virial_key, charge_key, spin_key)
+    structures = read_structures(data, keys)
     model_dtype = next(model.parameters()).dtype
     dataset = GraphDataset(structures, model.cutoff, model.elements, model_dtype)
+    for graph in dataset.graphs:
+        warn_if_charge_ignored(model, graph)
     sums = ErrorSums(keep_values=keep_values)
     sums = evaluate(model, dataset, resolved, batch_atoms, sums=sums, progress=progress)
     return sums.errors(), sums

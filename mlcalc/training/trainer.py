@@ -40,7 +40,6 @@ from mlcalc.training.config import TrainConfig
 from mlcalc.training.data import (
     GraphDataset,
     LabeledStructure,
-    LabelKeys,
     atomic_energies_from,
     elements_of,
     force_rms,
@@ -120,7 +119,7 @@ class TrainResult:
 
 def load_datasets(config: TrainConfig) -> Datasets:
     """Read and split the data files named by ``config``."""
-    keys = LabelKeys(config.energy_key, config.forces_key, config.stress_key, config.virial_key)
+    keys = config.label_keys()
     train = read_structures(config.train_file, keys)
     if config.valid_file is not None:
         valid = read_structures(config.valid_file, keys)
@@ -132,7 +131,7 @@ def load_datasets(config: TrainConfig) -> Datasets:
 
 def _initial_model(config: TrainConfig, data: Datasets) -> AtomisticModel:
     """A fresh model from ``config.model`` (or the ``init_from`` one) with E0s and scale set."""
-    keys = LabelKeys(config.energy_key, config.forces_key, config.stress_key, config.virial_key)
+    keys = config.label_keys()
     data_elements = elements_of([*data.train, *data.valid, *data.test])
     if config.init_from is not None:
         from mlcalc.pretrained import load_model
