@@ -33,7 +33,7 @@ def test_the_promised_models_are_in_the_registry_with_measured_errors():
 def test_water_loads_offline_in_a_fresh_process(tmp_path):
     code = (
         "from mlcalc import NEMPCalculator\n"
-        "from mlcalc.structures import liquid_water\n"
+        "from mlcalc.structures import water_box\n"
         "atoms = water_box(2)\n"
         "atoms.calc = NEMPCalculator.from_pretrained('water', device='cpu')\n"
         "print(atoms.calc.dtype, atoms.get_potential_energy() / len(atoms))\n"
