@@ -7,7 +7,7 @@ import functools
 import json
 from collections.abc import Callable, Mapping, Sequence
 from os import PathLike
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Self
 
 import torch
 from ase.data import atomic_numbers, chemical_symbols
@@ -69,6 +69,9 @@ class ModelConfig:
     long_range: Literal["coulomb"] | None = None
     coulomb_smearing: float = 1.0
 
+    #: Named sets of field values (:meth:`preset`); each architecture has its own.
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
+
     def __post_init__(self) -> None:
         self.elements = normalize_elements(self.elements)
         self.require_positive("cutoff", "coulomb_smearing")
@@ -76,6 +79,16 @@ class ModelConfig:
         self.charge_embedding = bool(self.charge_embedding)
         if self.long_range not in (None, "coulomb"):
             raise ValueError(f"long_range must be None or 'coulomb', got {self.long_range!r}")
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> Self:
+        """The named preset of :attr:`PRESETS` with ``overrides`` applied."""
+        if name not in cls.PRESETS:
+            architecture = cls.__name__.removesuffix("Config")
+            raise ValueError(
+                f"unknown {architecture} preset {name!r}; choose from {sorted(cls.PRESETS)}"
+            )
+        return cls(**{**cls.PRESETS[name], **overrides})
 
     def require_at_least_one(self, *names: str) -> None:
         """``ValueError`` unless each named integer field is >= 1."""

@@ -27,10 +27,9 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-from typing import ClassVar, Literal, NamedTuple
+from typing import Any, ClassVar, Literal, NamedTuple
 
 import torch
-from e3nn import nn as e3nn_nn
 from e3nn import o3
 from torch import nn
 
@@ -39,6 +38,14 @@ from mlcalc.models.base import AtomisticModel, ModelConfig
 from mlcalc.models.blocks import BesselBasis, EdgeChunks, polynomial_envelope, scatter_sum
 from mlcalc.models.charge import charge_spin_embedding, long_range_module
 from mlcalc.models.constants import ExactConstants
+from mlcalc.models.mlanet_options import (
+    GatedBlock,
+    ValueConvolution,
+    context_features,
+    gate_activation,
+    hidden_irreps,
+    warn_context_pooling,
+)
 from mlcalc.models.physics import conservative_outputs, edge_vectors, stress_and_virial
 
 #: Order ``p`` of MLANet's (unsquared) polynomial cutoff envelope ``u_p(r / r_c)``.
@@ -71,6 +78,19 @@ class MLANetConfig(ModelConfig):
             avg_num_neighbors``, so that coordination numbers are not averaged away.
         avg_num_neighbors: the constant used with ``degree_scaling``.
         zero_net_force: direct mode: subtract each structure's mean force from its atoms.
+        value_tp: the value path is a NequIP-style convolution ``TP(Lin_V(h_j), Y_ij)`` with
+            radial weights (spec §3.2) instead of ``Lin_V(h_j)``: more capacity, per-edge
+            Clebsch–Gordan products (slower).
+        force_head_gate: direct mode: a gated block ``Linear → Gate → Linear`` before the
+            force head (spec §3.4).
+        context_pooling: conservative mode, **experimental** (warns): each atomic energy also
+            sees its structure's mean and smooth maximum of the read-out features (spec §3.7,
+            design C); extensive and smooth, but not local.
+
+    Named presets (:meth:`preset`): ``"default"`` (the spec's direct model), ``"paper"``
+    (paper-literal residual ``h + update``), ``"expressive"`` (``value_tp`` and the gated
+    force block), ``"conservative"`` (for MD, with ``degree_scaling``), ``"small"`` (fast,
+    for tests and trials).
     """
 
     cutoff: float = 5.0
@@ -87,6 +107,24 @@ class MLANetConfig(ModelConfig):
     degree_scaling: bool = False
     avg_num_neighbors: float = 1.0
     zero_net_force: bool = True
+    value_tp: bool = False
+    force_head_gate: bool = False
+    context_pooling: bool = False
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "default": {},
+        "paper": {"residual_scale": 1.0},
+        "expressive": {"value_tp": True, "force_head_gate": True},
+        "conservative": {"force_mode": "conservative", "degree_scaling": True},
+        "small": {
+            "channels": 16,
+            "lmax": 1,
+            "num_interactions": 2,
+            "num_heads": 2,
+            "readout_channels": 16,
+            "energy_mlp_hidden": [32],
+        },
+    }
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -108,12 +146,13 @@ class MLANetConfig(ModelConfig):
                 "long_range needs force_mode='conservative' (its forces and stress come from "
                 "the gradient of the Coulomb energy)"
             )
+        if self.context_pooling and self.force_mode != "conservative":
+            raise ValueError(
+                "context_pooling is for force_mode='conservative' (direct mode already pools)"
+            )
+        if self.force_head_gate and self.force_mode != "direct":
+            raise ValueError("force_head_gate needs force_mode='direct' (it feeds the force head)")
         self.require_positive("residual_scale", "avg_num_neighbors")
-
-
-def hidden_irreps(channels: int, lmax: int) -> o3.Irreps:
-    """``C×0e + C×1o + ... + C×(lmax)`` with natural parity ``(-1)^l``."""
-    return o3.Irreps([(channels, (l, (-1) ** l)) for l in range(lmax + 1)])
 
 
 def symmetric_matrix_basis() -> torch.Tensor:
@@ -213,7 +252,13 @@ class DualPathAttention(nn.Module):
     """One MLANet layer (spec §3.2): attention, gated dual-path message, gated update."""
 
     def __init__(
-        self, channels: int, lmax: int, num_heads: int, num_bessel: int, residual_scale: float
+        self,
+        channels: int,
+        lmax: int,
+        num_heads: int,
+        num_bessel: int,
+        residual_scale: float,
+        value_tp: bool = False,
     ) -> None:
         super().__init__()
         hidden = hidden_irreps(channels, lmax)
@@ -233,14 +278,9 @@ class DualPathAttention(nn.Module):
         self.gate_weights = nn.Parameter(torch.randn(lmax + 1, channels))
         self.gate_bias = nn.Parameter(torch.zeros(channels))
         self.gate_norm = 1.0 / math.sqrt(lmax + 1)
-        self.activation = e3nn_nn.Gate(
-            f"{channels}x0e",
-            [nn.functional.silu],
-            f"{channels * lmax}x0e",
-            [torch.sigmoid],
-            hidden[1:],
-        )
+        self.activation = gate_activation(channels, lmax)
         self.update = o3.Linear(hidden, self.activation.irreps_in)
+        self.value_tp = ValueConvolution(channels, lmax, num_bessel) if value_tp else None
 
     def temperature(self) -> torch.Tensor:
         """``[H]`` attention temperatures ``τ_h = softplus(θ_h) + 0.01``."""
@@ -290,7 +330,10 @@ class DualPathAttention(nn.Module):
         edge_features[0] = edge_features[0] + self.radial_linear(radial)[:, :, None]
         centre_queries = layout.blocks(node_queries.index_select(0, centre))
         neighbor_keys = layout.blocks(node_keys.index_select(0, neighbor))
-        values = layout.blocks(node_values.index_select(0, neighbor))
+        values = node_values.index_select(0, neighbor)
+        if self.value_tp is not None:
+            values = self.value_tp(values, sh, radial)
+        values = layout.blocks(values)
         queries = [q + e for q, e in zip(centre_queries, edge_features, strict=True)]
         keys = [k + e for k, e in zip(neighbor_keys, edge_features, strict=True)]
 
@@ -389,7 +432,9 @@ class MLANet(AtomisticModel):
         self.radial_basis = BesselBasis(c.cutoff, c.num_bessel, c.trainable_bessel)
         self.species_embedding = nn.Embedding(len(c.elements), c.channels)
         self.interactions = nn.ModuleList(
-            DualPathAttention(c.channels, c.lmax, c.num_heads, c.num_bessel, c.residual_scale)
+            DualPathAttention(
+                c.channels, c.lmax, c.num_heads, c.num_bessel, c.residual_scale, c.value_tp
+            )
             for _ in range(c.num_interactions)
         )
         self.readout_features = o3.Linear(hidden, f"{c.readout_channels}x0e")
@@ -398,8 +443,12 @@ class MLANet(AtomisticModel):
             self.energy_mlp = silu_mlp([pooled, *c.energy_mlp_hidden, 1])
             self.force_head = o3.Linear(hidden, "1x1o")
             self.stress_head = DirectStressHead(c.channels, c.lmax)
+            self.force_block = GatedBlock(c.channels, c.lmax) if c.force_head_gate else None
         else:
-            self.energy_mlp = silu_mlp([c.readout_channels, *c.energy_mlp_hidden, 1])
+            width = (3 if c.context_pooling else 1) * c.readout_channels
+            self.energy_mlp = silu_mlp([width, *c.energy_mlp_hidden, 1])
+            if c.context_pooling:
+                warn_context_pooling()
         self.charge_spin = charge_spin_embedding(c, c.channels)
         self.coulomb = long_range_module(c, c.readout_channels)
 
@@ -460,7 +509,8 @@ class MLANet(AtomisticModel):
         """Conservative mode: ``[N]`` local atomic energies (float64, eV)."""
         features = self._interactions(graph, vectors, recompute, chunked)[0][-1]
         invariants = self.readout_features(features)
-        energies = self.readout(self.energy_mlp(invariants).squeeze(1), graph.species)
+        inputs = context_features(invariants, graph) if self.config.context_pooling else invariants
+        energies = self.readout(self.energy_mlp(inputs).squeeze(1), graph.species)
         if self.coulomb is not None:
             centre, neighbor = graph.edge_index
             energies = energies + self.coulomb(invariants, graph, centre, neighbor, vectors)
@@ -483,6 +533,8 @@ class MLANet(AtomisticModel):
 
     def _direct_forces(self, graph: AtomicGraph, features: torch.Tensor) -> torch.Tensor:
         """Direct mode: ``[N, 3]`` forces (eV/Å) from the equivariant ``1o`` head."""
+        if self.force_block is not None:
+            features = self.force_block(features)
         forces = self.force_head(features) * self.readout.energy_scale
         if self.config.zero_net_force:
             counts = graph.atoms_per_graph().clamp_min(1)

@@ -38,7 +38,8 @@ from mlcalc.models.physics import conservative_outputs
 
 @dataclasses.dataclass
 class NEMPConfig(ModelConfig):
-    """Hyper-parameters of :class:`NEMP`. Defaults are the spec's ``nemp-default`` preset.
+    """Hyper-parameters of :class:`NEMP`. Defaults are the spec's ``nemp-default`` preset;
+    :meth:`preset` gives ``"default"``, ``"small"`` or ``"3bpa"``.
 
     Attributes:
         elements: chemical symbols the model handles.
@@ -124,13 +125,6 @@ class NEMPConfig(ModelConfig):
         )
         self.require_choice("neighbor_norm", ("smooth_count", "constant"))
         self.require_positive("avg_num_neighbors")
-
-    @classmethod
-    def preset(cls, name: str, **overrides: Any) -> NEMPConfig:
-        """A named preset (``"default"``, ``"small"``, ``"3bpa"``) with ``overrides`` applied."""
-        if name not in cls.PRESETS:
-            raise ValueError(f"unknown NEMP preset {name!r}; choose from {sorted(cls.PRESETS)}")
-        return cls(**{**cls.PRESETS[name], **overrides})
 
 
 def _l_of_k(l_max: int) -> torch.Tensor:

@@ -28,7 +28,7 @@ class TrainConfig:
 
     Attributes:
         architecture: ``"nemp"`` or ``"mlanet"``.
-        model: that architecture's config fields (``preset`` picks an NEMP preset; ``elements``
+        model: that architecture's config fields (``preset`` picks one of its presets; ``elements``
             defaults to the elements of the data; ``avg_num_neighbors: auto`` is measured).
         init_from: fine-tune from a checkpoint path or registry name (its architecture and
             model config are used; ``model`` must then be empty).

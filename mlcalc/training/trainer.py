@@ -153,7 +153,7 @@ def _initial_model(config: TrainConfig, data: Datasets) -> AtomisticModel:
             fields["avg_num_neighbors"] = probe.average_num_neighbors()
         preset = fields.pop("preset", None)
         if preset is not None:
-            if not hasattr(model_class.config_class, "preset"):
+            if not model_class.config_class.PRESETS:
                 raise ValueError(f"{config.architecture} has no presets; drop `preset`")
             model_config = model_class.config_class.preset(preset, **fields)
         else:
