@@ -193,3 +193,40 @@ def test_charged_molecule_in_mlcalc_eval(tmp_path):
     atoms.info["charge"] = 1
     expected = _calculator(model).calculate_batch([atoms])[0]["energy"]
     assert errors["energy_mae"] == pytest.approx(abs(expected + 1.0) / 3 * 1000, rel=1e-6)
+
+
+def test_training_with_charge_inputs_and_long_range(tmp_path):
+    from mlcalc.training import train
+
+    frames = []
+    rng = np.random.default_rng(0)
+    for k in range(12):
+        atoms = molecule("H2O")
+        atoms.rattle(0.05, seed=k)
+        charge = int(rng.integers(-1, 2))
+        atoms.info.update(energy=-14.0 - 3.0 * charge, q=charge)
+        atoms.arrays["forces"] = rng.normal(0.0, 0.1, (3, 3))
+        frames.append(atoms)
+    write(tmp_path / "train.extxyz", frames)
+    config = TrainConfig.from_dict(
+        {
+            "train_file": str(tmp_path / "train.extxyz"),
+            "valid_fraction": 0.25,
+            "charge_key": "q",
+            "model": {
+                "preset": "small",
+                "cutoff": 3.0,
+                "charge_embedding": True,
+                "long_range": "coulomb",
+            },
+            "e0s": {"H": -3.0, "O": -8.0},
+            "batch_size": 3,
+            "epochs": 2,
+            "dtype": "float64",
+            "threads": 1,
+            "output_dir": str(tmp_path / "run"),
+        }
+    )
+    train(config)
+    model = load_checkpoint(tmp_path / "run" / "best.safetensors")
+    assert model.config.charge_embedding and model.config.long_range == "coulomb"
