@@ -113,15 +113,11 @@ def _model(architecture: str = "nemp", **overrides):
             "small", elements=["Na", "Cl"], cutoff=3.5, long_range="coulomb", **overrides
         )
         return NEMP(config).double(), NEMPCalculator
-    config = MLANetConfig(
+    config = MLANetConfig.preset(
+        "small",
         elements=["Na", "Cl"],
         cutoff=3.5,
-        channels=8,
-        lmax=1,
         num_interactions=1,
-        num_heads=2,
-        readout_channels=8,
-        energy_mlp_hidden=[8],
         force_mode="conservative",
         long_range="coulomb",
         **overrides,
