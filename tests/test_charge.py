@@ -230,3 +230,17 @@ def test_training_with_charge_inputs_and_long_range(tmp_path):
     train(config)
     model = load_checkpoint(tmp_path / "run" / "best.safetensors")
     assert model.config.charge_embedding and model.config.long_range == "coulomb"
+
+
+def test_a_run_from_before_charge_key_resumes(tmp_path):
+    from mlcalc.training.trainer import Trainer
+
+    config = TrainConfig(train_file="x.extxyz")
+    trainer = Trainer.__new__(Trainer)
+    trainer.config = config
+    saved = config.to_dict()
+    del saved["charge_key"], saved["spin_key"]  # a state written before these keys existed
+    trainer._check_resumable({"config": saved})
+    saved["charge_key"] = "q"
+    with pytest.raises(ValueError, match="changed: charge_key"):
+        trainer._check_resumable({"config": saved})

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import dataclasses
 import io
 import json
 import math
@@ -364,7 +365,11 @@ class Trainer:
         saved = dict(state["config"])
         current = self.config.to_dict()
         free = {"epochs", "max_time", "device", "threads", "output_dir", "early_stopping_patience"}
-        changed = sorted(k for k in current if k not in free and current[k] != saved.get(k))
+        # keys added to TrainConfig after the run started count as their defaults
+        defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+        changed = sorted(
+            k for k in current if k not in free and current[k] != saved.get(k, defaults[k])
+        )
         if changed:
             raise ValueError(
                 "cannot resume with a different configuration; changed: " + ", ".join(changed)
