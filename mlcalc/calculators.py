@@ -10,7 +10,8 @@ Units: energy eV, forces eV/Å, stress eV/Å³ in ASE's sign convention and Voig
 Total charge (e) and spin multiplicity are read from ``atoms.info["charge"]`` and
 ``atoms.info["spin"]`` (defaults and checks: :mod:`mlcalc.electrons`); changing either
 invalidates the cached results. A model without ``charge_embedding`` warns once when it meets
-a charged structure.
+a charged structure. Models with ``long_range="coulomb"`` also give their latent atomic
+charges (e): ``atoms.get_charges()``.
 
 For molecular dynamics, ``skin=1.0`` (Å) reuses the neighbour list between steps; for
 screening, ``calc.calculate_batch(structures)`` evaluates many structures per forward pass.
@@ -94,6 +95,7 @@ class MLCalculator(Calculator):
         "energies",
         "forces",
         "stress",
+        "charges",
     ]
     model_class: ClassVar[type[AtomisticModel]]
 
@@ -254,10 +256,15 @@ class MLCalculator(Calculator):
         periodic = graph.pbc.all(dim=1).tolist()
         warn_if_charge_ignored(self.model, graph)
         graph = graph.to(self.device)
+        coulomb = getattr(self.model, "coulomb", None)
+        if coulomb is not None:
+            coulomb.last_charges = None
         if self.compiled_energies is not None:
             out = conservative_outputs(self.compiled_energies, graph, True, any(periodic))
         else:
             out = self.model(graph, compute_forces=True, compute_stress=any(periodic))
+        if coulomb is not None and coulomb.last_charges is not None:
+            out["charges"] = coulomb.last_charges
         out = {name: value.detach().cpu() for name, value in out.items()}
         bounds = np.cumsum([0, *graph.atoms_per_graph().tolist()])
         results = []
@@ -271,6 +278,8 @@ class MLCalculator(Calculator):
             }
             if "node_energy" in out:  # models without atomic energies leave "energies" out
                 result["energies"] = out["node_energy"][atoms].numpy()
+            if "charges" in out:  # long-range models: their latent charges, e
+                result["charges"] = out["charges"][atoms].double().numpy()
             if fully_periodic:
                 stress = out["stress"][b].double().numpy()
                 result["stress"] = full_3x3_to_voigt_6_stress(stress)

@@ -7,6 +7,7 @@ import pytest
 import torch
 from ase import Atoms
 from ase.build import bulk
+from ase.calculators.calculator import PropertyNotImplementedError
 
 from mlcalc.calculators import MLANetCalculator, NEMPCalculator
 from mlcalc.graph import build_graph
@@ -207,6 +208,24 @@ def test_far_apart_ions_in_the_model_follow_one_over_r():
     assert abs(first) > 1e-4  # the pair still interacts, 6x the cutoff apart
     assert first == pytest.approx(2.0 * second, rel=1e-9)
     assert first == pytest.approx(-COULOMB_CONSTANT * 0.35**2 * (1 / 10 - 1 / 20), rel=1e-9)
+
+
+def test_calculator_reports_latent_charges_summing_to_the_total_charge():
+    model, calculator_class = _model()
+    calc = calculator_class(model, device="cpu", dtype="float64")
+    cluster, cell = _cluster(), _rattled_cell()
+    for atoms, total in ((cluster, 1), (cell, 0)):
+        atoms.calc = calc
+        charges = atoms.get_charges()
+        assert charges.shape == (len(atoms),)
+        assert charges.sum() == pytest.approx(total, abs=1e-12)
+        assert np.ptp(charges) > 0
+    batched = calc.calculate_batch([cluster, cell])
+    np.testing.assert_allclose(batched[0]["charges"], cluster.get_charges(), atol=1e-12)
+    local = NEMPCalculator(NEMP(NEMPConfig.preset("small", elements=["Na", "Cl"])))
+    cell.calc = local
+    with pytest.raises(PropertyNotImplementedError):
+        cell.get_charges()
 
 
 def test_partially_periodic_structures_are_refused():

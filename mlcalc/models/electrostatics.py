@@ -143,6 +143,10 @@ class LatentCoulomb(nn.Module):
         cutoff: the model's cutoff ``r_c``, Å (the Ewald real-space radius and the switch).
         smearing: Gaussian width ``σ`` of the charges inside the cutoff, Å.
         hidden: width of the charge read-out MLP.
+
+    Attributes:
+        last_charges: ``[N]`` the (detached) charges of the last forward pass, e, for
+            reporting (the calculators' ``charges``); ``None`` before the first.
     """
 
     def __init__(
@@ -159,6 +163,7 @@ class LatentCoulomb(nn.Module):
             nn.Linear(num_features, hidden), nn.SiLU(), nn.Linear(hidden, 1)
         )
         self.species_charge = nn.Parameter(torch.zeros(num_species))
+        self.last_charges: torch.Tensor | None = None
 
     def charges(self, features: torch.Tensor, graph: AtomicGraph) -> torch.Tensor:
         """``[N]`` float64 latent charges (e) from ``features [N, F]``, summing per structure
@@ -193,6 +198,7 @@ class LatentCoulomb(nn.Module):
                 "wires need a 2D/1D Ewald sum, which is not implemented)"
             )
         charges = self.charges(features, graph)
+        self.last_charges = charges.detach()
         positions, cell = graph.positions.double(), graph.cell.double()
         vectors = vectors.double()
         distances = torch.linalg.norm(vectors, dim=1)
