@@ -483,3 +483,33 @@ def test_device_selection() -> None:
     else:
         with pytest.raises(ValueError, match="CUDA is not available"):
             select_device("cuda", 0)
+
+
+def test_md_independent_of_ranks(plugin: Path, models: dict[str, Path], tmp_path: Path) -> None:
+    """30 NVE steps of the water box on 1 rank (periodic cell) and on 2 ranks (ghost atoms),
+    re-neighbouring and sorting every step (atoms change rank and order): same positions."""
+    write_data(water_box(), tmp_path / "water.data")
+    positions = {}
+    for ranks in (1, 2):
+        script = f"""
+units metal
+atom_style atomic
+newton on
+atom_modify sort 1 1.0
+read_data water.data
+plugin load {plugin}
+pair_style mlcalc {models["nemp"]} dtype float64
+pair_coeff * * {" ".join(ELEMENTS)}
+neighbor 0.5 bin
+neigh_modify every 1 delay 0 check no
+velocity all create 300 7 dist gaussian
+fix 1 all nve
+timestep 0.0005
+run 30
+write_dump all custom ranks{ranks}.dump id x y z modify sort id format float %.17g
+"""
+        result = run_lammps(tmp_path, script, ranks)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        positions[ranks] = np.loadtxt(tmp_path / f"ranks{ranks}.dump", skiprows=9)[:, 1:]
+    deviation = np.max(np.abs(positions[1] - positions[2]))
+    assert deviation < 1e-9, f"positions on 1 and 2 ranks differ by {deviation:.2e} Å"
