@@ -470,6 +470,29 @@ def test_examples_run(plugin: Path, tmp_path: Path) -> None:
     assert (tmp_path / "water_relaxed.data").exists()
 
 
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"long_range": "coulomb"},
+        {"charge_embedding": True},
+        {"context_pooling": True, "force_mode": "conservative"},
+    ],
+)
+@pytest.mark.filterwarnings("ignore:context_pooling is experimental:UserWarning")
+def test_non_local_models_are_refused(options: dict, tmp_path: Path) -> None:
+    """Long range, charge inputs and context pooling cannot be split across ranks."""
+    from mlcalc.lammps.pair import PairEvaluator
+
+    if "context_pooling" in options:
+        model = MLANet(MLANetConfig(elements=["H", "O"], cutoff=3.0, lmax=1, **options))
+    else:
+        model = NEMP(NEMPConfig.preset("small", elements=["H", "O"], cutoff=3.0, **options))
+    model.save(tmp_path / "model.safetensors")
+    name = next(iter(options))
+    with pytest.raises(ValueError, match=f"uses {name}.*local models only"):
+        PairEvaluator(str(tmp_path / "model.safetensors"), ["H", "O"])
+
+
 def test_device_selection() -> None:
     """``device cuda`` maps a rank to GPU ``local rank mod count``; bad devices are refused."""
     from mlcalc.lammps.pair import select_device

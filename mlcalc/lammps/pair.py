@@ -50,6 +50,19 @@ def receptive_field(model: AtomisticModel) -> float:
     return hops * model.cutoff
 
 
+def non_local_options(model: AtomisticModel) -> list[str]:
+    """The options of ``model`` that a rank's cluster cannot evaluate: long-range Coulomb (it
+    would sum over the cluster as if it were a molecule), MLANet's context pooling (not
+    local) and charge/spin inputs (a rank's cluster has no total charge of its own)."""
+    config = model.config
+    options = {
+        "long_range='coulomb'": config.long_range is not None,
+        "context_pooling": getattr(config, "context_pooling", False),
+        "charge_embedding (total charge and spin)": config.charge_embedding,
+    }
+    return [name for name, used in options.items() if used]
+
+
 def select_device(device: str, local_rank: int) -> torch.device:
     """``"cpu"``, ``"cuda"`` (GPU ``local_rank mod count``, so each rank on a node takes its
     own) or ``"cuda:N"``."""
@@ -103,6 +116,12 @@ class PairEvaluator:
                 f"{model} is a direct-force {type(loaded).__name__}: its pooled energy is not a "
                 "sum of atomic terms, so it cannot be split across MPI ranks; use a "
                 "conservative model (force_mode='conservative')"
+            )
+        refused = non_local_options(loaded)
+        if refused:
+            raise ValueError(
+                f"{model} uses {' and '.join(refused)}, which a rank's cluster of owned and "
+                "ghost atoms cannot evaluate: pair_style mlcalc runs local models only"
             )
         self.model = loaded.to(device=self.device).eval().requires_grad_(False)
         self.dtype = next(self.model.parameters()).dtype
