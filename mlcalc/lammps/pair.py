@@ -4,21 +4,25 @@ The C++ pair style (``src/pair_mlcalc.cpp``) creates one :class:`PairEvaluator` 
 ``pair_coeff`` and calls :meth:`PairEvaluator.compute` at every force evaluation. The model
 maths is the model's own (:meth:`~mlcalc.models.AtomisticModel.atomic_energy_function`,
 differentiated by :func:`~mlcalc.models.physics.conservative_outputs`, as in the ASE
-calculator); the graph comes from :class:`~mlcalc.graph.NeighborCache` over the rank's atoms
-as one open (non-periodic) cluster: ghost atoms are explicit periodic images, so no cell and
-no shifts are needed.
+calculator); the graph comes from :class:`~mlcalc.graph.NeighborCache` over the rank's atoms.
+Along directions where the rank holds the whole periodic extent of the box (the processor
+grid does not split them) the graph is periodic, as in the ASE calculator, and the ghost
+atoms that are images along those directions are dropped (:func:`one_per_image`); along the
+others, ghost atoms are explicit images, with no shifts.
 
 Decomposition: the energy of a rank is the sum of the atomic energies of its *owned* atoms.
 Each of them is exact when the ghost shell is at least the model's :func:`receptive_field`;
 ghost atoms near the outer edge of the shell have truncated neighbourhoods, but their energies
 are left out and what they send inwards cannot reach an owned atom. Forces are derivatives of
 the rank's energy with respect to all its atoms, so ghost atoms get forces too, which LAMMPS
-sums back onto their owners.
+sums back onto their owners. With periodic directions, the force on a kept atom is that on
+all its images along them, and dropped ghosts get none: the sum on each owner is the same.
 """
 
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -85,6 +89,29 @@ def _view(address: int, ctype: type, shape: tuple[int, ...]) -> np.ndarray:
     return np.ctypeslib.as_array((ctype * count).from_address(address)).reshape(shape)
 
 
+def one_per_image(
+    tags: np.ndarray, positions: np.ndarray, cell: np.ndarray, open_axes: np.ndarray
+) -> np.ndarray:
+    """Sorted indices of one atom of each set of atoms that are periodic images of each other
+    along the periodic directions of the graph only: the first of each set (so every owned
+    atom, which LAMMPS puts first). Atoms with the same tag differ by a lattice vector; the
+    images along the open axes are told apart by their integer offset in fractional
+    coordinates there (exact integers up to rounding).
+
+    Args:
+        tags: ``[n]`` LAMMPS atom IDs.
+        positions: ``[n, 3]`` Å.
+        cell: ``[3, 3]`` box vectors as rows, Å.
+        open_axes: ``[3]`` bool, the directions along which the graph is not periodic.
+    """
+    _, first, inverse = np.unique(tags, return_index=True, return_inverse=True)
+    fractional = np.linalg.solve(cell.T, positions.T).T[:, open_axes]
+    offsets = np.rint(fractional - fractional[first][inverse]).astype(np.int64)
+    keys = np.column_stack([tags.astype(np.int64), offsets])
+    _, kept = np.unique(keys, axis=0, return_index=True)
+    return np.sort(kept)
+
+
 class PairEvaluator:
     """One rank's model, called by the C++ pair style.
 
@@ -143,9 +170,15 @@ class PairEvaluator:
 
     def evaluate(self, atoms: Atoms, nlocal: int, virial: bool) -> dict[str, torch.Tensor]:
         """Owned-atom energy (eV), forces on all atoms ``[n, 3]`` (eV/Å), owned atoms'
-        energies ``[nlocal]`` (eV) and, with ``virial`` (periodic ``atoms`` only), the virial
-        ``[3, 3]`` (eV) of ``atoms``, whose first ``nlocal`` atoms are owned."""
+        energies ``[nlocal]`` (eV) and, with ``virial``, the virial ``[3, 3]`` (eV) of
+        ``atoms``, whose first ``nlocal`` atoms are owned: the strain derivative, applied to
+        the positions and to the cell of the periodic directions (``atoms`` periodic in at
+        least one)."""
         graph = self.neighbors.graph(atoms, self.model.atomic_numbers, dtype=self.dtype)
+        if virial:
+            # conservative_outputs gives a virial for fully periodic graphs only; the strain
+            # derivative is the virial of this rank's energy whatever the periodicity
+            graph = dataclasses.replace(graph, pbc=torch.ones_like(graph.pbc))
         graph = graph.to(self.device)
         owned = torch.zeros(graph.num_atoms, dtype=torch.float64, device=self.device)
         owned[:nlocal] = 1.0
@@ -171,42 +204,53 @@ class PairEvaluator:
         nall: int,
         x: int,
         types: int,
+        tags: int,
+        tag_bytes: int,
         forces: int,
         eatom: int,
         cell: int,
+        periodic: int,
         virial: int,
-    ) -> float:
+    ) -> tuple[float, int]:
         """Called by the pair style: add forces (eV/Å) to LAMMPS's ``f``, owned atoms' energies
-        (eV) to ``eatom`` and the virial (eV) to ``virial``; return the rank's energy (eV).
+        (eV) to ``eatom`` and the virial (eV) to ``virial``; return the rank's energy (eV) and
+        the number of ghost atoms in its graph.
 
         Args are the atom counts and addresses of LAMMPS's arrays ``x [nall, 3]`` (double),
-        ``type [nall]`` (int), ``f [nall, 3]`` (double), ``eatom [nall]`` (0: not wanted),
-        ``cell [3, 3]`` (box vectors as rows, Å) and ``virial [6]`` (xx, yy, zz, xy, xz, yz).
-        A non-zero ``cell`` says this rank holds the whole, fully periodic box: the graph is
-        then the periodic one of the owned atoms (ghosts unused, as in the ASE calculator) and
-        the virial comes from the strain derivative, added when ``virial`` is non-zero.
-        Otherwise the graph is the open cluster of owned and ghost atoms and LAMMPS takes the
-        virial from its forces (``virial_fdotr_compute``).
+        ``type [nall]`` (int), ``tag [nall]`` (integers of ``tag_bytes`` bytes), ``f [nall, 3]``
+        (double), ``eatom [nall]`` (0: not wanted), ``cell [3, 3]`` (box vectors as rows, Å)
+        and ``virial [6]`` (xx, yy, zz, xy, xz, yz; 0: not wanted), and ``periodic``, a bit
+        mask (x: 1, y: 2, z: 4) of the periodic directions along which this rank holds the
+        whole box. Along those the graph is periodic and the ghost atoms that are images
+        along them are left out; all three: the graph is the periodic one of the owned atoms,
+        as in the ASE calculator. With any, the virial is the strain derivative, added when
+        ``virial`` is non-zero; with none, the graph is the open cluster of owned and ghost
+        atoms and LAMMPS takes the virial from its forces (``virial_fdotr_compute``).
         """
-        periodic = cell != 0
-        count = nlocal if periodic else nall
+        pbc = np.array([bool(periodic >> axis & 1) for axis in range(3)])
+        count = nlocal if pbc.all() else nall
         if count == 0:
-            return 0.0
+            return 0.0, 0
         positions = _view(x, ctypes.c_double, (count, 3))
         numbers = self.type_numbers[_view(types, ctypes.c_int, (count,))]
         # atoms of types mapped to NULL belong to other pair styles (pair_style hybrid)
         mine = np.flatnonzero(numbers > 0)
+        box = _view(cell, ctypes.c_double, (3, 3)).copy() if pbc.any() else None
+        if pbc.any() and not pbc.all():
+            ctype = ctypes.c_int32 if tag_bytes == 4 else ctypes.c_int64
+            ids = _view(tags, ctype, (count,))[mine]
+            mine = mine[one_per_image(ids, positions[mine], box, ~pbc)]
         every = len(mine) == count
         owned = nlocal if every else int(np.searchsorted(mine, nlocal))
         if len(mine) == 0:
-            return 0.0
+            return 0.0, 0
         atoms = Atoms(
             numbers=numbers if every else numbers[mine],
             positions=positions if every else positions[mine],
-            cell=_view(cell, ctypes.c_double, (3, 3)).copy() if periodic else None,
-            pbc=periodic,
+            cell=box,
+            pbc=pbc,
         )
-        out = self.evaluate(atoms, owned, virial=periodic and virial != 0)
+        out = self.evaluate(atoms, owned, virial=bool(pbc.any() and virial))
         force = out["forces"].cpu().double().numpy()
         if not (np.all(np.isfinite(force)) and torch.isfinite(out["energy"])):
             raise FloatingPointError("the model returned non-finite energy or forces")
@@ -228,4 +272,4 @@ class PairEvaluator:
                 w[0, 2],
                 w[1, 2],
             ]
-        return float(out["energy"])
+        return float(out["energy"]), len(mine) - owned

@@ -4,9 +4,12 @@
 // to mlcalc.lammps.pair.PairEvaluator, which evaluates the same model code as mlcalc's ASE
 // calculator. The ghost shell is the model's receptive field (init_one), so the energy of
 // every owned atom is exact; forces land on owned and ghost atoms and LAMMPS sums the ghost
-// forces back to their owners (newton_pair on). The virial is sum_i r_i (x) f_i over owned
-// and ghost atoms (virial_fdotr_compute), valid because the energy of a rank is a
-// translation-invariant function of the atoms it holds.
+// forces back to their owners (newton_pair on). Along periodic directions that the processor
+// grid does not split, a rank holds the whole box: there the evaluator uses a periodic graph
+// and leaves out the ghost atoms that are images along them, and returns the virial as the
+// strain derivative. Without such a direction (or under pair_style hybrid) the virial is
+// sum_i r_i (x) f_i over owned and ghost atoms (virial_fdotr_compute), valid because the
+// energy of a rank is a translation-invariant function of the atoms it holds.
 //
 // Built by `mlcalc lammps build`, which defines MLCALC_PYTHON (the interpreter whose
 // site-packages hold mlcalc) and, when the headers have no version.h, MLCALC_LAMMPS_VERSION.
@@ -136,6 +139,10 @@ class PairMLCalc : public Pair {
     manybody_flag = 1;
     no_virial_fdotr_compute = 0;
     centroidstressflag = CENTROID_NOTAVAIL;
+    // pvector[0]: ghost atoms in this rank's graph (compute pair mlcalc sums over ranks)
+    nextra = 1;
+    pvector = new double[nextra];
+    pvector[0] = 0.0;
     ensure_python();
   }
 
@@ -145,6 +152,7 @@ class PairMLCalc : public Pair {
       Gil gil;
       Py_DECREF(evaluator_);
     }
+    delete[] pvector;
     if (allocated) {
       memory->destroy(setflag);
       memory->destroy(cutsq);
@@ -204,30 +212,45 @@ class PairMLCalc : public Pair {
       error->all(FLERR, "pair_style mlcalc computes no per-atom virial (compute stress/atom)");
     const int nlocal = atom->nlocal;
     const int nall = nlocal + atom->nghost;
-    // one rank holding the whole, fully periodic box: the model sees the periodic cell (as in
-    // the ASE calculator, no ghost atoms) and returns the virial from the strain derivative.
-    // Not as a sub-style of pair_style hybrid, which takes the virial from all forces (fdotr).
-    const bool whole = force->pair == this && comm->nprocs == 1 && domain->xperiodic &&
-        domain->yperiodic && domain->zperiodic;
+    // periodic directions along which this rank holds the whole box (the brick processor
+    // grid does not split them): the model sees them periodic, as in the ASE calculator,
+    // without the ghost images along them, and returns the virial from the strain
+    // derivative. Not as a sub-style of pair_style hybrid, which takes the virial from all
+    // forces (fdotr); not with comm_style tiled on several ranks (no processor grid).
+    int periodic = 0;
+    const bool alone = comm->nprocs == 1;
+    if (force->pair == this && (comm->style == Comm::BRICK || alone))
+      for (int d = 0; d < 3; d++)
+        if (domain->periodicity[d] && (alone || comm->procgrid[d] == 1)) periodic |= 1 << d;
+    // telling the images of an atom apart takes atom IDs (not needed for the owned atoms alone)
+    if (!atom->tag_enable && periodic != 7) periodic = 0;
     double cell[9] = {domain->xprd, 0.0,          0.0,         domain->xy, domain->yprd,
                       0.0,          domain->xz,   domain->yz,  domain->zprd};
     // (ev_setup moves a global virial request to vflag_fdotr when fdotr is allowed)
-    const bool own_virial = whole && (vflag_global || vflag_fdotr);
+    const bool own_virial = periodic != 0 && (vflag_global || vflag_fdotr);
     double energy = 0.0;
+    int ghosts = 0;
     {
       Gil gil;
       PyObject *result = PyObject_CallMethod(
-          evaluator_, "compute", "iiKKKKKK", nlocal, nall, address(nall ? atom->x[0] : nullptr),
-          address(atom->type), address(nall ? atom->f[0] : nullptr),
-          address(eflag_atom ? eatom : nullptr), address(whole ? cell : nullptr),
+          evaluator_, "compute", "iiKKKiKKKiK", nlocal, nall,
+          address(nall ? atom->x[0] : nullptr), address(atom->type), address(atom->tag),
+          static_cast<int>(sizeof(tagint)), address(nall ? atom->f[0] : nullptr),
+          address(eflag_atom ? eatom : nullptr), address(cell), periodic,
           address(own_virial ? virial : nullptr));
       if (result == nullptr) {
         const std::string message = python_error_message();
         error->one(FLERR, "pair_style mlcalc: {}", message);
       }
-      energy = PyFloat_AsDouble(result);
+      if (!PyArg_ParseTuple(result, "di", &energy, &ghosts)) {
+        Py_DECREF(result);
+        const std::string message = python_error_message();
+        error->one(FLERR, "pair_style mlcalc: the evaluator returned no (energy, ghosts): {}",
+                   message);
+      }
       Py_DECREF(result);
     }
+    pvector[0] = ghosts;
     if (eflag_global) eng_vdwl += energy;
     if (vflag_fdotr && !own_virial) virial_fdotr_compute();
   }
