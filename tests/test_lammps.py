@@ -198,10 +198,18 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return paths
 
 
-def single_point(name: str, atoms: Atoms, plugin: Path, model: Path, hybrid: bool = False) -> str:
+def single_point(
+    name: str,
+    atoms: Atoms,
+    plugin: Path,
+    model: Path,
+    hybrid: bool = False,
+    processors: str = "* * *",
+) -> str:
     """Input lines for one structure: ``run 0``, forces and per-atom energies dumped to
-    ``NAME.dump``, energy and virial pressure printed to ``NAME.out``; with ``hybrid``, as a
-    sub-style of ``pair_style hybrid/overlay`` (beside ``zero``)."""
+    ``NAME.dump``, energy, virial pressure and the ghost atoms in the graphs of all ranks
+    (``compute pair mlcalc``) printed to ``NAME.out``; with ``hybrid``, as a sub-style of
+    ``pair_style hybrid/overlay`` (beside ``zero``), on the processor grid ``processors``."""
     virial = " ".join(f"$(c_p[{k}]:%.17g)" for k in range(1, 7))
     pair = f"pair_style mlcalc {model} dtype float64\npair_coeff * * {' '.join(ELEMENTS)}"
     if hybrid:
@@ -215,18 +223,20 @@ units metal
 atom_style atomic
 boundary {boundary(atoms)}
 newton on
+processors {processors}
 read_data {name}.data
 plugin load {plugin}
 {pair}
 neighbor 1.0 bin
 compute pe all pe/atom
 compute p all pressure NULL virial
-thermo_style custom step pe c_p[*]
+compute g all pair mlcalc
+thermo_style custom step pe c_p[*] c_g[1]
 dump d all custom 1 {name}.dump id fx fy fz c_pe
 dump_modify d sort id format float %.17g
 run 0
 undump d
-print "$(pe:%.17g) {virial}" file {name}.out
+print "$(pe:%.17g) {virial} $(c_g[1]:%.0f)" file {name}.out
 """
 
 
@@ -236,8 +246,9 @@ def lammps_results(folder: Path, name: str) -> dict[str, np.ndarray]:
     values = np.array((folder / f"{name}.out").read_text().split(), dtype=float)
     table = np.loadtxt(folder / f"{name}.dump", skiprows=9)
     volume = read_data(folder / f"{name}.data").get_volume()
-    pressure = values[1:][[0, 1, 2, 5, 4, 3]]
+    pressure = values[1:7][[0, 1, 2, 5, 4, 3]]
     return {
+        "ghosts": values[7],
         "energy": values[0],
         "forces": table[:, 1:4],
         "energies": table[:, 4],
@@ -256,10 +267,18 @@ def ase_results(atoms: Atoms, calc: NEMPCalculator | MLANetCalculator) -> dict[s
 
 
 def assert_close(found: dict, expected: dict, what: str) -> None:
-    for key in expected:
+    for key in expected.keys() - {"ghosts"}:
         scale = np.max(np.abs(expected[key]))
         error = np.max(np.abs(np.asarray(found[key]) - expected[key]))
         assert error <= TOLERANCE * scale, f"{what}: {key} differs by {error:.2e} (scale {scale})"
+
+
+#: processor grids tried besides LAMMPS's own choice, per number of ranks: each split
+#: direction in turn (the triclinic cell tilts along all of them) and two split at once
+GRIDS = {
+    2: [("triclinic", "1 2 1"), ("triclinic", "1 1 2"), ("slab", "1 1 2"), ("water", "1 2 1")],
+    4: [("triclinic", "2 1 2"), ("triclinic", "4 1 1"), ("slab", "2 2 1"), ("water", "1 1 4")],
+}
 
 
 @pytest.mark.parametrize("ranks", [1, 2, 4])
@@ -267,23 +286,38 @@ def test_equals_ase_calculator(
     ranks: int, plugin: Path, models: dict[str, Path], tmp_path: Path
 ) -> None:
     """Water box, water slab, small triclinic cell and a molecule (NEMP), the water box with
-    conservative MLANet and with NEMP under ``pair_style hybrid/overlay``: energy, forces,
-    per-atom energies and virial to 1e-8 relative."""
-    cases = [(name, build(), "nemp") for name, build in STRUCTURES.items()]
-    cases += [("water_mlanet", water_box(), "mlanet"), ("water_hybrid", water_box(), "nemp")]
+    conservative MLANet and with NEMP under ``pair_style hybrid/overlay``, and some of them on
+    other processor grids: energy, forces, per-atom energies and virial to 1e-8 relative.
+    Ranks use periodic graphs along the directions they hold whole (no ghost atoms there on
+    one rank); under ``hybrid`` they evaluate every ghost atom."""
+    cases = [(name, build(), "nemp", "* * *") for name, build in STRUCTURES.items()]
+    cases += [("water_mlanet", water_box(), "mlanet", "* * *")]
+    cases += [("water_hybrid", water_box(), "nemp", "* * *")]
+    for structure, grid in GRIDS.get(ranks, []):
+        name = f"{structure}_{grid.replace(' ', '')}"
+        cases.append((name, STRUCTURES[structure](), "nemp", grid))
     script = ""
-    for name, atoms, model in cases:
+    for name, atoms, model, grid in cases:
         write_data(atoms, tmp_path / f"{name}.data")
-        script += single_point(name, atoms, plugin, models[model], name.endswith("hybrid"))
+        hybrid = name.endswith("hybrid")
+        script += single_point(name, atoms, plugin, models[model], hybrid, grid)
     result = run_lammps(tmp_path, script, ranks)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     calcs = {
         "nemp": NEMPCalculator.from_checkpoint(models["nemp"], device="cpu"),
         "mlanet": MLANetCalculator.from_checkpoint(models["mlanet"], device="cpu"),
     }
-    for name, _, model in cases:
+    ghosts = {}
+    for name, _, model, _ in cases:
         expected = ase_results(read_data(tmp_path / f"{name}.data"), calcs[model])
-        assert_close(lammps_results(tmp_path, name), expected, f"{name} on {ranks} rank(s)")
+        found = lammps_results(tmp_path, name)
+        assert_close(found, expected, f"{name} on {ranks} rank(s)")
+        ghosts[name] = found["ghosts"]
+    assert ghosts["water_hybrid"] > 0
+    if ranks == 1:
+        assert all(count == 0 for name, count in ghosts.items() if name != "water_hybrid")
+    else:
+        assert 0 < ghosts["water"] < ghosts["water_hybrid"] / 2
 
 
 def test_receptive_field_is_exact() -> None:
@@ -509,30 +543,43 @@ def test_device_selection() -> None:
 
 
 def test_md_independent_of_ranks(plugin: Path, models: dict[str, Path], tmp_path: Path) -> None:
-    """30 NVE steps of the water box on 1 rank (periodic cell) and on 2 ranks (ghost atoms),
-    re-neighbouring and sorting every step (atoms change rank and order): same positions."""
+    """30 NVE steps of the water box on 1 rank (periodic cell), on 2 and 4 ranks (periodic
+    along the directions a rank holds whole, ghost atoms along the others) and on 2 ranks
+    under ``pair_style hybrid/overlay`` (ghost atoms only), re-neighbouring and sorting every
+    step (atoms change rank and order): same positions."""
     write_data(water_box(), tmp_path / "water.data")
+    plain = f"pair_style mlcalc {models['nemp']} dtype float64\npair_coeff * * {' '.join(ELEMENTS)}"
+    hybrid = (
+        f"pair_style hybrid/overlay mlcalc {models['nemp']} dtype float64 zero 2.0\n"
+        f"pair_coeff * * mlcalc {' '.join(ELEMENTS)}\npair_coeff * * zero"
+    )
     positions = {}
-    for ranks in (1, 2):
+    for label, ranks, grid, pair in [
+        ("one", 1, "* * *", plain),
+        ("two", 2, "* * *", plain),
+        ("four", 4, "2 1 2", plain),
+        ("hybrid", 2, "* * *", hybrid),
+    ]:
         script = f"""
 units metal
 atom_style atomic
 newton on
+processors {grid}
 atom_modify sort 1 1.0
 read_data water.data
 plugin load {plugin}
-pair_style mlcalc {models["nemp"]} dtype float64
-pair_coeff * * {" ".join(ELEMENTS)}
+{pair}
 neighbor 0.5 bin
 neigh_modify every 1 delay 0 check no
 velocity all create 300 7 dist gaussian
 fix 1 all nve
 timestep 0.0005
 run 30
-write_dump all custom ranks{ranks}.dump id x y z modify sort id format float %.17g
+write_dump all custom {label}.dump id x y z modify sort id format float %.17g
 """
         result = run_lammps(tmp_path, script, ranks)
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-        positions[ranks] = np.loadtxt(tmp_path / f"ranks{ranks}.dump", skiprows=9)[:, 1:]
-    deviation = np.max(np.abs(positions[1] - positions[2]))
-    assert deviation < 1e-9, f"positions on 1 and 2 ranks differ by {deviation:.2e} Å"
+        positions[label] = np.loadtxt(tmp_path / f"{label}.dump", skiprows=9)[:, 1:]
+    for label in ("two", "four", "hybrid"):
+        deviation = np.max(np.abs(positions["one"] - positions[label]))
+        assert deviation < 1e-9, f"positions on 1 rank and {label} differ by {deviation:.2e} Å"
