@@ -16,7 +16,8 @@ ranks' graphs, from ``compute pair mlcalc``: none for one rank with a periodic b
 evaluates the periodic cell as the ASE calculator does; on 2 ranks only those from the split
 direction, the others being periodic images), LAMMPS's own ``Nghost`` / ``Nlocal`` (the shell
 it communicates) and, for 2 ranks, the parallel efficiency ``t(1 rank) / (2 t(2 ranks))``
-against its bound ``owned / (owned + ghost)``.
+against its bound ``owned / (owned + ghost)``, also from the ranks' CPU time (LAMMPS's
+"% CPU use"), which leaves out what sharing the cores with other processes costs.
 The load average of the machine before and after each case is recorded: on a shared machine
 it is most of the noise. Then, on paper, the efficiency of 64 and 512 ranks on a 10⁶-atom box
 with a receptive-field ghost shell and with a per-layer feature exchange (one-cutoff shell),
@@ -146,8 +147,12 @@ def lammps_case(
     # thermo rows "step pe ghosts": the ghost atoms in the graphs of all ranks, summed
     rows = re.findall(r"^\s*\d+\s+[-\d.eE+]+\s+([\d.eE+]+)\s*$", result.stdout, re.M)
     seconds, counted = float(loops[-1][0]), int(loops[-1][1])
+    # each rank's CPU time over its wall time in the loop: below 100 % when the ranks share
+    # cores with other processes (MPICH's busy waiting counts as CPU use)
+    cpu = float(re.findall(r"([\d.]+)% CPU use", result.stdout)[-1]) / 100.0
     return {
         "step_s": seconds / counted,
+        "cpu_step_s": cpu * seconds / counted,
         "ghost_per_owned": float(rows[-1]) / size,
         "lammps_ghost_per_owned": float(ghost[-1]) / float(owned[-1]),
     }
@@ -246,8 +251,8 @@ def main() -> None:
     plugin = build_plugin()
     rows = []
     header = "| engine | ranks × threads | atoms | step (s) | ghost/owned | LAMMPS ghost/owned |"
-    print(header + " efficiency | bound | load before/after |")
-    print("|---" * 9 + "|")
+    print(header + " efficiency | bound | CPU-time efficiency | load before/after |")
+    print("|---" * 10 + "|")
     for size in args.sizes:
         measured: dict[tuple[str, int, int], dict[str, Any]] = {}
         for case in args.cases:
@@ -258,15 +263,21 @@ def main() -> None:
                 one = measured["lammps", 1, 1]["step_s"]
                 row["efficiency"] = one / (2 * row["step_s"])
                 row["bound"] = 1.0 / (1.0 + row["ghost_per_owned"])
-                # cost of a ghost atom relative to an owned atom, from t2 / (t1 / 2)
-                row["ghost_cost"] = (2 * row["step_s"] / one - 1.0) / row["ghost_per_owned"]
+                # the same from CPU time per rank: what the efficiency would be on idle cores
+                cpu_one = measured["lammps", 1, 1]["cpu_step_s"]
+                row["cpu_efficiency"] = cpu_one / (2 * row["cpu_step_s"])
+                # cost of a ghost atom relative to an owned atom, from t2 / (t1 / 2) in CPU
+                # time (wall time also counts the cores being shared with other processes)
+                excess = 2 * row["cpu_step_s"] / cpu_one - 1.0
+                row["ghost_cost"] = excess / row["ghost_per_owned"]
             rows.append(row)
             efficiency = f"{row['efficiency']:.3f}" if "efficiency" in row else ""
             bound = f"{row['bound']:.3f}" if "bound" in row else ""
+            cpu = f"{row['cpu_efficiency']:.3f}" if "cpu_efficiency" in row else ""
             print(
                 f"| {engine} | {ranks} × {threads} | {size:,} | {row['step_s']:.3f} | "
                 f"{row['ghost_per_owned']:.2f} | {row.get('lammps_ghost_per_owned', 0.0):.2f} | "
-                f"{efficiency} | {bound} | "
+                f"{efficiency} | {bound} | {cpu} | "
                 f"{row['load_before']:.1f}/{row['load_after']:.1f} |",
                 flush=True,
             )
