@@ -6,13 +6,15 @@ Usage (from the repository root, with the project's venv python; after
     python bench/mace_baseline.py ethanol --max-time 10m [--threads 1] [--out runs/mace-ethanol]
     python bench/mace_baseline.py si --max-time 15m -- --stress_weight 10   # extra MACE args
 
-DATASET is one of 3bpa, acac, ethanol, water, si. Everything that defines the data comes from
-our config ``examples/configs/DATASET-nemp.yaml`` (``--config`` names another): the training
-and test files, the validation split (``valid_fraction`` of the training file, the frames
-that ``mlcalc.training.data.split`` picks with ``seed``, so the same frames as our run),
-E0s (the isolated-atoms file, or MACE's ``average`` least-squares fit where ours says
-``fit``), ``batch_size``, ``epochs`` (MACE's ``max_num_epochs``), ``dtype``, ``threads``,
-``ema_decay``, ``seed`` and, unless ``--max-time`` is given, ``max_time``.
+DATASET is one of 3bpa, acac, ethanol, water, si, or any name with ``--config``. Everything
+that defines the data comes from our config ``examples/configs/DATASET-nemp.yaml``
+(``--config`` names another): the training and test files, the validation split
+(``valid_fraction`` of the training file, the frames that ``mlcalc.training.data.split`` picks
+with ``seed``, so the same frames as our run), E0s (the isolated-atoms file, or MACE's
+``average`` least-squares fit where ours says ``fit``), ``batch_size``, ``epochs`` (MACE's
+``max_num_epochs``), ``dtype``, ``threads``, ``ema_decay``, ``seed`` and, unless ``--max-time``
+is given, ``max_time``. Keys the config leaves out take ``mlcalc.training.TrainConfig``'s
+defaults, as ``mlcalc train`` does (``threads``: 1 where that default is torch's own).
 
 The model is a small standard MACE: ``--model MACE``, 64x0e+64x1o hidden irreps
 (``--num_channels 64 --max_L 1``), r_max 5.0 Å, 2 interactions, correlation 3, MACE's
@@ -105,7 +107,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         cut = argv.index("--")
         argv, extra = argv[:cut], argv[cut + 1 :]
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
-    parser.add_argument("dataset", choices=DATASETS)
+    parser.add_argument("dataset", help=f"{', '.join(DATASETS)}, or any name with --config")
     parser.add_argument(
         "--max-time", help="training budget, e.g. 12m (default: max_time of the config)"
     )
@@ -132,6 +134,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--threads must be >= 1")
     if args.eval_batch_size < 1:
         parser.error("--eval-batch-size must be >= 1")
+    if args.config is None and args.dataset not in DATASETS:
+        parser.error(
+            f"dataset {args.dataset!r} has no default config: one of {DATASETS}, or --config"
+        )
     args.out = args.out or Path("runs") / f"mace-{args.dataset}"
     args.config = args.config or ROOT / "examples" / "configs" / f"{args.dataset}-nemp.yaml"
     args.cache = args.cache.expanduser()
@@ -139,12 +145,24 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def load_spec(config: Path) -> dict[str, Any]:
+#: What a MACE run takes from our config: the file's value, else TrainConfig's default.
+SPEC_KEYS = ("valid_fraction", "seed", "batch_size", "epochs", "dtype", "threads", "ema_decay")
+
+
+def load_spec(config: Path, max_time: str | None = None) -> dict[str, Any]:
     """What a MACE run copies from one of our YAML configs; paths resolved against the
-    repository root (the configs are written to run from there)."""
+    repository root (the configs are written to run from there). The ``SPEC_KEYS`` the file
+    leaves out are ``mlcalc.training.config.TrainConfig``'s defaults as ``mlcalc train`` resolves
+    them for budget ``max_time`` (``--max-time``; else the file's): ``epochs``, for one, may
+    depend on it."""
     import yaml
 
+    from mlcalc.training.config import TrainConfig
+
     raw = yaml.safe_load(config.read_text())
+    given = {key: raw[key] for key in SPEC_KEYS if key in raw}
+    budget = max_time if max_time is not None else raw.get("max_time")
+    default = TrainConfig(train_file=str(raw["train_file"]), max_time=budget, **given)
 
     def path(value: str | None) -> Path | None:
         return None if value is None else (ROOT / value).resolve()
@@ -158,14 +176,14 @@ def load_spec(config: Path) -> dict[str, Any]:
         "valid_file": path(raw.get("valid_file")),
         "test_file": path(raw["test_file"]),
         "e0s": e0s,
-        "valid_fraction": float(raw.get("valid_fraction", 0.1)),
-        "seed": int(raw.get("seed", 0)),
-        "batch_size": int(raw.get("batch_size", 5)),
-        "epochs": int(raw.get("epochs", 1000)),
+        "valid_fraction": float(default.valid_fraction),
+        "seed": int(default.seed),
+        "batch_size": int(default.batch_size),
+        "epochs": int(default.epochs),
         "max_time": raw.get("max_time"),
-        "dtype": str(raw.get("dtype", "float32")),
-        "threads": int(raw.get("threads", 1)),
-        "ema_decay": float(raw.get("ema_decay", 0.99)),
+        "dtype": str(default.dtype),
+        "threads": int(default.threads or 1),  # None is torch's default: one thread here
+        "ema_decay": float(default.ema_decay),
     }
 
 
@@ -390,7 +408,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def log(message: str) -> None:
         print(f"mace_baseline: {message}", file=sys.stderr, flush=True)
 
-    spec = load_spec(args.config)
+    spec = load_spec(args.config, args.max_time)
     budget_s = args.budget_s
     if budget_s is None:
         if spec["max_time"] is None:

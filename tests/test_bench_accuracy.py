@@ -1,0 +1,99 @@
+"""bench/accuracy.py logic that trains nothing: MACE log parsing, the learning-curve reader,
+the data-only configs, arguments and the table."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import yaml
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+_spec = importlib.util.spec_from_file_location("bench_accuracy", BENCH / "accuracy.py")
+assert _spec is not None and _spec.loader is not None
+acc = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(acc)
+
+MACE_LOG = """\
+2025-06-01 10:00:00.000 INFO: Using gradient clipping with tolerance=10.000
+mace_worker: training loop started, budget 60 s
+2025-06-01 10:00:05.250 INFO: Initial: head: Default, loss=   1.23456789, \
+RMSE_E_per_atom=  250.00 meV, RMSE_F=  900.50 meV / A
+2025-06-01 10:00:15.250 INFO: Epoch 0: head: Default, loss=   0.12345678, \
+RMSE_E_per_atom=   20.00 meV, RMSE_F=  120.25 meV / A
+2025-06-01 10:00:25.750 INFO: Epoch 1: head: Default, loss=   0.02345678, \
+RMSE_E_per_atom=    9.00 meV, RMSE_F=   80.00 meV / A, RMSE_stress=    1.50 meV / A^3
+"""
+
+
+def test_mace_curve_from_log_timestamps() -> None:
+    assert acc.mace_curve(MACE_LOG) == [[0.0, 900.5], [10.0, 120.25], [20.5, 80.0]]
+    assert acc.mace_curve("no validation lines\n") == []
+
+
+def test_ours_curve_is_cumulative_epoch_time(tmp_path: Path) -> None:
+    path = tmp_path / "metrics.csv"
+    path.write_text(
+        "epoch,lr,valid_forces_rmse,epoch_time_s\n0,0.01,300.0,1.5\n1,0.01,,2.0\n2,0.01,100.0,2.5\n"
+    )
+    assert acc.ours_curve(path) == [[1.5, 300.0], [6.0, 100.0]]
+
+
+@pytest.mark.parametrize(
+    ("model", "keys"),
+    [
+        ("nemp", ["train_file", "test_file", "e0s"]),
+        ("mlanet", ["train_file", "test_file", "e0s", "architecture"]),
+    ],
+)
+def test_config_names_only_the_data(tmp_path: Path, model: str, keys: list[str]) -> None:
+    path = tmp_path / "data.yaml"
+    acc.write_config("ethanol", model, path)
+    config = yaml.safe_load(path.read_text())
+    assert list(config) == keys
+    assert Path(config["train_file"]).is_absolute() and config["e0s"].endswith("isolated_atoms.xyz")
+    acc.write_config("si", model, path)
+    assert yaml.safe_load(path.read_text())["e0s"] == "fit"
+
+
+def test_arguments() -> None:
+    args = acc.parse_args(["--datasets", "acac", "li", "--budgets", "90s", "1h"])
+    assert args.budget_s == {"90s": 90.0, "1h": 3600.0} and args.models == ["nemp", "mace"]
+    for argv in (["--datasets", "benzene"], ["--budgets", "soon"], ["--parallel", "0"]):
+        with pytest.raises(SystemExit):
+            acc.parse_args(argv)
+
+
+def test_unknown_dataset_lists_the_known(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        acc.parse_args(["--datasets", "benzene"])
+    assert "known: water, 3bpa, acac, ethanol, si, li, ge" in capsys.readouterr().err
+
+
+def test_table_and_ratio() -> None:
+    common = {"dataset": "ethanol", "budget": "5m", "budget_s": 300.0, "test_stress_rmse": None}
+    records = [
+        {
+            **common,
+            "model": "nemp",
+            "parameters": 557894,
+            "epochs": 12,
+            "train_s": 290.2,
+            "test_energy_rmse": 1.234,
+            "test_forces_rmse": 30.0,
+        },
+        {
+            **common,
+            "model": "mace",
+            "parameters": 100000,
+            "epochs": 8,
+            "train_s": 300.0,
+            "test_energy_rmse": 2.0,
+            "test_forces_rmse": 40.0,
+        },
+    ]
+    lines = acc.format_table(records).splitlines()
+    assert len(lines) == 4 and lines[0].startswith("| set | budget | model |")
+    assert lines[2] == "| ethanol | 5m | nemp | 557,894 | 12 | 290 | 1.23 | 30.0 | — | 0.75 |"
+    assert lines[3].endswith("| 40.0 | — | — |")
