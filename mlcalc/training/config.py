@@ -20,6 +20,10 @@ from mlcalc.training.data import LabelKeys
 from mlcalc.training.loss import LOSS_KINDS
 
 SCHEDULERS = ("plateau", "cosine", "constant")
+#: ``epochs`` when neither it nor ``max_time`` is given.
+DEFAULT_EPOCHS = 100
+#: ``epochs`` when only ``max_time`` is given: the budget alone ends the run (and the cosine).
+UNLIMITED_EPOCHS = 1_000_000
 
 
 @dataclasses.dataclass
@@ -28,8 +32,10 @@ class TrainConfig:
 
     Attributes:
         architecture: ``"nemp"`` or ``"mlanet"``.
-        model: that architecture's config fields (``preset`` picks one of its presets; ``elements``
-            defaults to the elements of the data; ``avg_num_neighbors: auto`` is measured).
+        model: that architecture's config fields over the recipe's model
+            (:data:`mlcalc.training.recipe.MODEL_DEFAULTS`; ``preset: default`` asks for the
+            architecture's own defaults instead); ``elements`` defaults to the elements of the
+            data; ``avg_num_neighbors: auto`` is measured.
         init_from: fine-tune from a checkpoint path or registry name (its architecture and
             model config are used; ``model`` must then be empty).
         train_file, valid_file, test_file: ASE-readable files (extxyz...).
@@ -50,14 +56,16 @@ class TrainConfig:
         batch_size: structures per optimiser step, over all processes together.
         lr, lr_min: start and smallest learning rate; plateau training stops at ``lr_min``.
         warmup_epochs: linear warm-up from ``warmup_factor * lr``.
-        scheduler: ``"plateau"`` (``lr_factor``, ``lr_patience`` epochs), ``"cosine"`` (to
-            ``lr_min`` at ``epochs``) or ``"constant"``.
+        scheduler: ``"cosine"`` (to ``lr_min`` at ``epochs`` or at ``max_time``, whichever
+            comes first), ``"plateau"`` (``lr_factor``, ``lr_patience`` epochs) or
+            ``"constant"``.
         weight_decay, amsgrad: AdamW settings (decoupled weight decay).
         clip_grad: global gradient-norm clip (``None``: no clipping).
         ema_decay: exponential moving average of the weights (0 disables); the averaged
             weights are validated and written.
-        epochs: maximum number of epochs; max_time: wall-clock budget (``"30m"``, ``"2h"``,
-            seconds), checked before each epoch against the mean epoch time.
+        epochs: maximum number of epochs (default: 100, or no limit when ``max_time`` is
+            given); max_time: wall-clock budget (``"30m"``, ``"2h"``, seconds), checked before
+            each epoch against the mean epoch time.
         early_stopping_patience: stop after this many epochs without a better validation loss.
         seed: model initialisation, split and data order.
         device: ``"cpu"``, ``"cuda"`` (default: CUDA when available); dtype: ``"float32"`` or
@@ -85,24 +93,24 @@ class TrainConfig:
     loss: str = "mse"
     huber_delta: float = 0.01
     energy_weight: float = 1.0
-    forces_weight: float = 10.0
+    forces_weight: float = 100.0
     stress_weight: float = 1.0
     energy_weight_final: float | None = None
     forces_weight_final: float | None = None
     stress_weight_final: float | None = None
     batch_size: int = 5
-    lr: float = 0.005
+    lr: float = 0.01
     lr_min: float = 1e-5
     warmup_epochs: int = 0
     warmup_factor: float = 0.1
-    scheduler: str = "plateau"
+    scheduler: str = "cosine"
     lr_factor: float = 0.5
     lr_patience: int = 10
     weight_decay: float = 0.0
     amsgrad: bool = True
     clip_grad: float | None = 10.0
     ema_decay: float = 0.99
-    epochs: int = 100
+    epochs: int | None = None
     max_time: str | float | None = None
     early_stopping_patience: int | None = None
     seed: int = 0
@@ -127,6 +135,8 @@ class TrainConfig:
             raise ValueError("e0s: keep needs init_from (a model whose E0s to keep)")
         if self.loss not in LOSS_KINDS:
             raise ValueError(f"loss must be one of {', '.join(LOSS_KINDS)}, got {self.loss!r}")
+        if self.epochs is None:
+            self.epochs = DEFAULT_EPOCHS if self.max_time is None else UNLIMITED_EPOCHS
         if self.scheduler not in SCHEDULERS:
             raise ValueError(f"scheduler must be one of {', '.join(SCHEDULERS)}")
         if self.dtype not in ("float32", "float64"):

@@ -18,7 +18,8 @@ class LearningRateSchedule:
         kind: ``"plateau"``, ``"cosine"`` or ``"constant"``.
         warmup_epochs: linear ramp from ``warmup_factor * lr`` to ``lr``.
         factor, patience: plateau reduction factor and epochs without improvement.
-        epochs: length of the cosine schedule.
+        epochs: length of the cosine schedule; with a time budget the cosine follows whichever
+            runs out first, the epochs or the budget (``budget_fraction`` of :meth:`lr_at`).
     """
 
     def __init__(
@@ -39,14 +40,15 @@ class LearningRateSchedule:
         self.best = math.inf
         self.bad_epochs = 0
 
-    def lr_at(self, epoch: int) -> float:
-        """Learning rate of (0-based) ``epoch``."""
+    def lr_at(self, epoch: int, budget_fraction: float = 0.0) -> float:
+        """Learning rate of (0-based) ``epoch``; ``budget_fraction`` is the part of the
+        wall-time budget spent when the epoch starts (0 without a budget)."""
         if epoch < self.warmup_epochs:
             fraction = epoch / self.warmup_epochs
             return self.lr_start * (self.warmup_factor + (1 - self.warmup_factor) * fraction)
         if self.kind == "cosine":
             span = max(1, self.epochs - self.warmup_epochs)
-            progress = min(1.0, (epoch - self.warmup_epochs) / span)
+            progress = min(1.0, max((epoch - self.warmup_epochs) / span, budget_fraction))
             return self.lr_min + 0.5 * (self.lr_start - self.lr_min) * (
                 1 + math.cos(math.pi * progress)
             )
@@ -54,11 +56,12 @@ class LearningRateSchedule:
             return self.plateau_lr
         return self.lr_start
 
-    def progress(self, epoch: int) -> float:
+    def progress(self, epoch: int, budget_fraction: float = 0.0) -> float:
         """1 at the start learning rate (and during warm-up), 0 at ``lr_min``."""
         if epoch < self.warmup_epochs or self.lr_start == self.lr_min:
             return 1.0
-        value = (self.lr_at(epoch) - self.lr_min) / (self.lr_start - self.lr_min)
+        lr = self.lr_at(epoch, budget_fraction)
+        value = (lr - self.lr_min) / (self.lr_start - self.lr_min)
         return min(1.0, max(0.0, value))
 
     def step(self, epoch: int, validation_loss: float) -> None:
@@ -95,27 +98,27 @@ class ExponentialMovingAverage:
     """EMA of a module's floating-point parameters and buffers in a copy of it.
 
     The decay ramps up as ``min(decay, (1 + n) / (10 + n))`` over the first updates, so early
-    weights are not frozen into the average.
+    weights are not frozen into the average. The pairs of tensors are looked up once: move
+    both modules to their device and dtype before building the average.
     """
 
     def __init__(self, module: nn.Module, average: nn.Module, decay: float) -> None:
         self.module, self.average, self.decay = module, average, decay
         self.updates = 0
         self.average.requires_grad_(False)
-        self.copy_from_module()
-
-    def _pairs(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         mine = dict(self.average.state_dict(keep_vars=True))
-        return [
-            (mine[name], value)
+        pairs = [
+            (mine[name], value.detach())
             for name, value in self.module.state_dict(keep_vars=True).items()
             if value.is_floating_point()
         ]
+        self._averages = [average for average, _ in pairs]
+        self._values = [value for _, value in pairs]
+        self.copy_from_module()
 
     def copy_from_module(self) -> None:
         with torch.no_grad():
-            for average, value in self._pairs():
-                average.copy_(value)
+            torch._foreach_copy_(self._averages, self._values)
 
     @torch.no_grad()
     def update(self) -> None:
@@ -124,5 +127,4 @@ class ExponentialMovingAverage:
             return
         self.updates += 1
         decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        for average, value in self._pairs():
-            average.mul_(decay).add_(value.detach(), alpha=1 - decay)
+        torch._foreach_lerp_(self._averages, self._values, 1 - decay)

@@ -49,6 +49,7 @@ from mlcalc.training.data import (
 )
 from mlcalc.training.loss import LABELS, penalty, residuals
 from mlcalc.training.metrics import ERROR_UNITS, ErrorSums, evaluate
+from mlcalc.training.recipe import model_fields
 from mlcalc.training.schedule import (
     ExponentialMovingAverage,
     LearningRateSchedule,
@@ -127,7 +128,22 @@ def load_datasets(config: TrainConfig) -> Datasets:
     else:
         train, valid = split(train, config.valid_fraction, config.seed)
     test = read_structures(config.test_file, keys) if config.test_file is not None else []
+    _require_weighted_labels(config, [*train, *valid])
     return Datasets(train, valid, test)
+
+
+def _require_weighted_labels(config: TrainConfig, structures: list[LabeledStructure]) -> None:
+    """Refuse training data that has none of a label the loss weights (stress is optional:
+    molecules have none)."""
+    for label, key in (("energy", config.energy_key), ("forces", config.forces_key)):
+        weights = (getattr(config, f"{label}_weight"), getattr(config, f"{label}_weight_final"))
+        missing = all(getattr(s, label) is None for s in structures)
+        if missing and max(w or 0.0 for w in weights) > 0:
+            raise ValueError(
+                f"{structures[0].source} and every other training frame: no {label} under the "
+                f"key {key!r}; set {label}_key to the file's name for them, or "
+                f"{label}_weight: 0 to train without {label}"
+            )
 
 
 def _initial_model(config: TrainConfig, data: Datasets) -> AtomisticModel:
@@ -146,7 +162,7 @@ def _initial_model(config: TrainConfig, data: Datasets) -> AtomisticModel:
             )
     else:
         model_class = ARCHITECTURES[config.architecture]
-        fields = dict(config.model)
+        fields = model_fields(config.architecture, config.model)
         fields.setdefault("elements", data_elements)
         if fields.get("avg_num_neighbors") == "auto":
             cutoff = fields.get("cutoff", model_class.config_class.cutoff)
@@ -258,6 +274,7 @@ class Trainer:
             lr=config.lr,
             weight_decay=config.weight_decay,
             amsgrad=config.amsgrad,
+            fused=True,  # one kernel for all parameters: ~1 ms less per step than the loop
         )
         schedule = LearningRateSchedule(
             config.lr,
@@ -293,6 +310,7 @@ class Trainer:
         stop_reason = f"reached {config.epochs} epochs"
         epoch = start_epoch - 1
         for epoch in range(start_epoch, config.epochs):
+            budget_fraction = 0.0 if budget is None else elapsed / budget
             if budget is not None and history:
                 mean_epoch = elapsed / len(history)
                 if elapsed + mean_epoch > budget:
@@ -300,10 +318,10 @@ class Trainer:
                     epoch -= 1
                     break
             started = time.perf_counter()
-            lr = schedule.lr_at(epoch)
+            lr = schedule.lr_at(epoch, budget_fraction)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            weights = self._loss_weights(schedule.progress(epoch))
+            weights = self._loss_weights(schedule.progress(epoch, budget_fraction))
             train_loss = self._train_epoch(
                 trained, train_set, optimizer, ema, weights, epoch, device
             )
@@ -442,7 +460,7 @@ class Trainer:
             # DDP averages gradients over processes; each process holds a part of the sum
             (loss * processes.world_size).backward()
             if config.clip_grad is not None:
-                nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad)
+                nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad, foreach=True)
             optimizer.step()
             ema.update()
             value = loss.detach()
