@@ -93,6 +93,7 @@ _MACE_LINE = re.compile(
     r"loss=[^,]*, RMSE_E_per_atom=\s*(\S+) meV, RMSE_F=\s*(\S+) meV / A"
 )
 _PARAMETERS = re.compile(r"^\w+: ([\d,]+) parameters,", re.MULTILINE)
+_TRAINING = re.compile(r"([\d,]+) training / ")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -259,10 +260,14 @@ def collect(out: Path) -> tuple[list[dict[str, Any]], list[str]]:
             log = (result_dir(run) / "mace_baseline.log").read_text()
             record.update(parameters=metrics["parameters"], epochs=metrics["epochs"])
             record.update(train_s=metrics["train_s"], curve=mace_curve(log))
+            marker = json.loads((result_dir(run) / "mace_baseline.json").read_text())
+            record.update(n_train=marker.get("n_train"))
         else:
-            found = _PARAMETERS.search((path.parent / "run.log").read_text())
+            log = (path.parent / "run.log").read_text()
+            found, count = _PARAMETERS.search(log), _TRAINING.search(log)
             curve = ours_curve(result_dir(run) / "metrics.csv")
             record.update(parameters=int(found.group(1).replace(",", "")) if found else None)
+            record.update(n_train=int(count.group(1).replace(",", "")) if count else None)
             record.update(epochs=len(curve), train_s=metrics["train_time_s"], curve=curve)
         for label in ("energy", "forces", "stress"):
             for kind in ("mae", "rmse"):
@@ -277,6 +282,13 @@ def _number(value: float | None, digits: int) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
 
+def throughput(record: dict[str, Any]) -> float | None:
+    """Training structures per second of training time (validation passes included)."""
+    if not record.get("n_train") or not record["train_s"]:
+        return None
+    return record["n_train"] * record["epochs"] / record["train_s"]
+
+
 def format_table(records: Sequence[dict[str, Any]]) -> str:
     """Markdown table; the ratio is our test force RMSE over MACE's at the same set and budget."""
     mace = {
@@ -284,8 +296,8 @@ def format_table(records: Sequence[dict[str, Any]]) -> str:
     }
     lines = [
         "| set | budget | model | params | epochs | train s | E RMSE meV/atom | F RMSE meV/Å "
-        "| S RMSE meV/Å³ | F RMSE ours/MACE |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| S RMSE meV/Å³ | F RMSE ours/MACE | structures/s |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in records:
         reference = mace.get((r["dataset"], r["budget"]))
@@ -297,7 +309,7 @@ def format_table(records: Sequence[dict[str, Any]]) -> str:
             f"| {r['dataset']} | {r['budget']} | {r['model']} | {params} | {r['epochs']} "
             f"| {r['train_s']:.0f} | {_number(r['test_energy_rmse'], 2)} "
             f"| {_number(r['test_forces_rmse'], 1)} | {_number(r['test_stress_rmse'], 2)} "
-            f"| {_number(ratio, 2)} |"
+            f"| {_number(ratio, 2)} | {_number(throughput(r), 1)} |"
         )
     return "\n".join(lines)
 

@@ -79,6 +79,7 @@ def test_table_and_ratio() -> None:
             "model": "nemp",
             "parameters": 557894,
             "epochs": 12,
+            "n_train": 900,
             "train_s": 290.2,
             "test_energy_rmse": 1.234,
             "test_forces_rmse": 30.0,
@@ -95,5 +96,7 @@ def test_table_and_ratio() -> None:
     ]
     lines = acc.format_table(records).splitlines()
     assert len(lines) == 4 and lines[0].startswith("| set | budget | model |")
-    assert lines[2] == "| ethanol | 5m | nemp | 557,894 | 12 | 290 | 1.23 | 30.0 | — | 0.75 |"
-    assert lines[3].endswith("| 40.0 | — | — |")
+    assert (
+        lines[2] == "| ethanol | 5m | nemp | 557,894 | 12 | 290 | 1.23 | 30.0 | — | 0.75 | 37.2 |"
+    )
+    assert lines[3].endswith("| 40.0 | — | — | — |")  # MACE: no ratio, no training count
