@@ -178,7 +178,7 @@ def load_spec(config: Path, max_time: str | None = None) -> dict[str, Any]:
         "e0s": e0s,
         "valid_fraction": float(default.valid_fraction),
         "seed": int(default.seed),
-        "batch_size": int(default.batch_size),
+        "batch_size": default.batch_size,  # None: sized from the data, as mlcalc train does
         "epochs": int(default.epochs),
         "max_time": raw.get("max_time"),
         "dtype": str(default.dtype),
@@ -339,6 +339,7 @@ def write_labelled(structures: Sequence[Any], path: Path) -> None:
 def prepare(spec: dict[str, Any], data: Path) -> dict[str, Any]:
     """Split and write the training data, read the test labels, and the ``--E0s`` value."""
     from mlcalc.training.data import read_structures, split
+    from mlcalc.training.recipe import batch_size_for
 
     train = read_structures(spec["train_file"])
     if spec["valid_file"] is not None:
@@ -357,7 +358,9 @@ def prepare(spec: dict[str, Any], data: Path) -> dict[str, Any]:
     data.mkdir(parents=True, exist_ok=True)
     write_labelled(train, data / "train.extxyz")
     write_labelled(valid, data / "valid.extxyz")
+    batch_size = spec["batch_size"] or batch_size_for([len(s) for s in train])
     return {
+        "batch_size": batch_size,
         "train": len(train),
         "valid": len(valid),
         "test": test,
@@ -433,6 +436,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     (out / MARKER).write_text(json.dumps(record, indent=1))
 
     data = prepare(spec, out / "data")
+    spec["batch_size"] = data["batch_size"]
+    record["batch_size"] = data["batch_size"]
     mace_args = mace_command(spec, out / "data", out, data["e0s"], data["stress"], args.mace_args)
     record.update(
         n_train=data["train"], n_valid=data["valid"], e0s_argument=data["e0s"], mace_args=mace_args

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,7 @@ from mlcalc import NEMPCalculator
 from mlcalc.cli import main
 from mlcalc.training import TrainConfig, train
 from mlcalc.training.config import DEFAULT_EPOCHS, UNLIMITED_EPOCHS
-from mlcalc.training.recipe import MODEL_DEFAULTS, model_fields
+from mlcalc.training.recipe import MODEL_DEFAULTS, batch_size_for, model_fields
 from mlcalc.training.schedule import (
     ExponentialMovingAverage,
     LearningRateSchedule,
@@ -45,7 +44,19 @@ def test_epochs_default_to_the_budget_when_there_is_one():
     assert TrainConfig(train_file="x", max_time="5m", epochs=7).epochs == 7
     defaults = TrainConfig(train_file="x")
     assert (defaults.energy_weight, defaults.forces_weight) == (1.0, 100.0)
-    assert (defaults.scheduler, defaults.lr, defaults.batch_size) == ("cosine", 0.01, 5)
+    assert defaults.energy_weight_final == 100.0  # energies weighted as the lr falls
+    assert defaults.stress_weight == 100.0
+    assert (defaults.scheduler, defaults.lr, defaults.batch_size) == ("cosine", 0.01, None)
+
+
+def test_default_batch_size_holds_about_45_atoms():
+    assert batch_size_for([9] * 10) == 5  # ethanol
+    assert batch_size_for([15, 15]) == 3  # acetylacetone
+    assert batch_size_for([27]) == 2  # 3BPA
+    assert batch_size_for([64, 12, 96]) == 1  # bulk cells
+    assert batch_size_for([192]) == 1  # liquid water
+    with pytest.raises(ValueError, match="no training structures"):
+        batch_size_for([])
 
 
 def test_recipe_model_fields_fill_what_the_config_leaves_out():
@@ -92,8 +103,9 @@ def test_default_recipe_learns_emt_forces(tmp_path: Path):
         (reference - reference.mean()) ** 2
     )
     assert r_squared > 0.95, r_squared
-    used = json.loads(json.dumps(TrainConfig.from_yaml(tmp_path / "run" / "config.yaml").model))
-    assert used["channels"] == 8 and used["neighbor_norm"] == "constant"  # the recipe's model
+    used = TrainConfig.from_yaml(tmp_path / "run" / "config.yaml")
+    assert used.model["channels"] == 8 and used.model["neighbor_norm"] == "constant"
+    assert used.batch_size == 6  # 8-atom cells: 45 / 8 rounded
 
 
 def test_data_without_forces_is_refused_when_forces_are_weighted(tmp_path: Path, capsys):

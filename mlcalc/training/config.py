@@ -52,8 +52,10 @@ class TrainConfig:
         energy_weight, forces_weight, stress_weight: loss weights at the start.
         energy_weight_final, forces_weight_final, stress_weight_final: if set, the weight
             moves linearly with the learning rate from its start value (at ``lr``) to this
-            value (at ``lr_min``), as NEMP trains.
-        batch_size: structures per optimiser step, over all processes together.
+            value (at ``lr_min``), as NEMP trains. The energy's is 100 by default: forces
+            first, energies weighted as the learning rate falls (``None``: constant).
+        batch_size: structures per optimiser step, over all processes together (default:
+            about 45 atoms per step, :func:`mlcalc.training.recipe.batch_size_for`).
         lr, lr_min: start and smallest learning rate; plateau training stops at ``lr_min``.
         warmup_epochs: linear warm-up from ``warmup_factor * lr``.
         scheduler: ``"cosine"`` (to ``lr_min`` at ``epochs`` or at ``max_time``, whichever
@@ -94,11 +96,11 @@ class TrainConfig:
     huber_delta: float = 0.01
     energy_weight: float = 1.0
     forces_weight: float = 100.0
-    stress_weight: float = 1.0
-    energy_weight_final: float | None = None
+    stress_weight: float = 100.0
+    energy_weight_final: float | None = 100.0
     forces_weight_final: float | None = None
     stress_weight_final: float | None = None
-    batch_size: int = 5
+    batch_size: int | None = None
     lr: float = 0.01
     lr_min: float = 1e-5
     warmup_epochs: int = 0
@@ -142,7 +144,7 @@ class TrainConfig:
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
         for name in ("batch_size", "epochs", "eval_batch_atoms"):
-            if int(getattr(self, name)) < 1:
+            if getattr(self, name) is not None and int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("lr", "lr_min", "huber_delta", "lr_factor"):
             if not float(getattr(self, name)) > 0:

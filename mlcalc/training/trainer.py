@@ -49,7 +49,7 @@ from mlcalc.training.data import (
 )
 from mlcalc.training.loss import LABELS, penalty, residuals
 from mlcalc.training.metrics import ERROR_UNITS, ErrorSums, evaluate
-from mlcalc.training.recipe import model_fields
+from mlcalc.training.recipe import batch_size_for, model_fields
 from mlcalc.training.schedule import (
     ExponentialMovingAverage,
     LearningRateSchedule,
@@ -241,10 +241,13 @@ class Trainer:
             print(text, file=self.log, flush=True)
 
     def run(self) -> TrainResult:
-        config = self.config
         device = self._setup_device()
-        dtype = DTYPES[config.dtype]
-        data = load_datasets(config)
+        dtype = DTYPES[self.config.dtype]
+        data = load_datasets(self.config)
+        if self.config.batch_size is None:
+            batch_size = batch_size_for([len(s) for s in data.train])
+            self.config = dataclasses.replace(self.config, batch_size=batch_size)
+        config = self.config
         state = torch.load(self.state_path, weights_only=True) if self.resume else None
         if state is not None:
             self._check_resumable(state)
