@@ -15,6 +15,7 @@ charges (e): ``atoms.get_charges()``.
 
 For molecular dynamics, ``skin=1.0`` (Å) reuses the neighbour list between steps; for
 screening, ``calc.calculate_batch(structures)`` evaluates many structures per forward pass.
+``dispersion="d3-bj"`` adds a DFT-D3 correction (:mod:`mlcalc.dispersion`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 
+from mlcalc.dispersion import DEFAULT_CUTOFF, D3Dispersion
 from mlcalc.electrons import CHARGE_KEY, SPIN_KEY
 from mlcalc.graph import AtomicGraph, NeighborBackend, NeighborCache, build_graph
 from mlcalc.models import (
@@ -87,6 +89,14 @@ class MLCalculator(Calculator):
             more edges than one of the model's cache-sized chunks (``max_edges_per_chunk``,
             about 300 water atoms for NEMP) run eagerly in chunks, which is faster there than
             the compiled code in one piece. Conservative models only.
+        dispersion: ``None`` (default: the model alone), ``"d3-bj"`` or ``"d3-zero"``: add
+            DFT-D3 with that damping to ``energy``, ``free_energy``, ``forces``, ``stress`` and
+            per-atom ``energies`` (needs ``pip install "mlcalc[d3]"``; see
+            :class:`~mlcalc.dispersion.D3Dispersion`). For models trained on data without
+            dispersion, such as layered or molecular crystals labelled with plain PBE.
+        dispersion_xc: the functional whose D3 parameters to use (``"pbe"``, ``"pbe0"``,
+            ``"r2scan"``, ``"wb97x"``...): that of the training data.
+        dispersion_cutoff: D3 pair cutoff, Å (default 31.75 Å).
     """
 
     implemented_properties: ClassVar[list[str]] = [
@@ -107,9 +117,17 @@ class MLCalculator(Calculator):
         skin: float = 0.0,
         backend: NeighborBackend = "vesin",
         compile: bool = False,
+        dispersion: str | None = None,
+        dispersion_xc: str = "pbe",
+        dispersion_cutoff: float = DEFAULT_CUTOFF,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.dispersion = (
+            None
+            if dispersion is None
+            else D3Dispersion(dispersion, dispersion_xc, dispersion_cutoff)
+        )
         architecture = model.architecture if isinstance(model, AtomisticModel) else None
         self._check_architecture(architecture, "model", type(model).__name__)
         self.device = resolve_device(device)
@@ -162,7 +180,8 @@ class MLCalculator(Calculator):
         dtype: str | torch.dtype | None = None,
         **kwargs: Any,
     ) -> MLCalculator:
-        """Calculator for the ``.safetensors`` checkpoint at ``path`` (digest verified)."""
+        """Calculator for the ``.safetensors`` checkpoint at ``path`` (digest verified);
+        ``kwargs`` (``skin``, ``dispersion``...) go to the constructor."""
         model = load_checkpoint(path)
         cls._check_architecture(model.architecture, str(path))
         return cls(model, device=device, dtype=dtype, **kwargs)
@@ -178,7 +197,8 @@ class MLCalculator(Calculator):
         """Calculator for a registry name (``mlcalc models list``), an
         ``hf://<org>/<repo>/<filename>@<revision>`` reference or a checkpoint path; see
         :mod:`mlcalc.pretrained`. ``dtype=None`` is the registry entry's default dtype (the
-        checkpoint's own for references and paths)."""
+        checkpoint's own for references and paths); ``kwargs`` (``skin``, ``dispersion``...)
+        go to the constructor."""
         if isinstance(name_or_ref, str) and name_or_ref in {m.name for m in list_pretrained()}:
             # refuse before any download
             cls._check_architecture(get_pretrained(name_or_ref).architecture, name_or_ref)
@@ -203,7 +223,8 @@ class MLCalculator(Calculator):
         properties: list[str] | None = None,
         system_changes: list[str] = all_changes,
     ) -> None:
-        """Energy, free energy, per-atom energies, forces and (if fully periodic) stress."""
+        """Energy, free energy, per-atom energies, forces and (if fully periodic) stress, plus
+        the dispersion correction if there is one."""
         properties = properties or ["energy"]
         super().calculate(atoms, properties, system_changes)
         periodic = bool(self.atoms.pbc.all())
@@ -214,6 +235,8 @@ class MLCalculator(Calculator):
             )
         graph = self.neighbors.graph(self.atoms, self.model.atomic_numbers, dtype=self.dtype)
         (self.results,) = self._evaluate(graph)
+        if self.dispersion is not None:
+            self.dispersion.add_to(self.results, self.atoms, energies="energies" in properties)
 
     def calculate_batch(
         self, structures: Sequence[Atoms], max_atoms_per_batch: int = 4096
@@ -222,7 +245,7 @@ class MLCalculator(Calculator):
 
         Consecutive structures are grouped into batches of at most ``max_atoms_per_batch``
         atoms (a larger structure is evaluated alone). Results equal one-at-a-time
-        :meth:`calculate` to rounding.
+        :meth:`calculate` to rounding, dispersion included.
 
         Returns:
             One dict per structure, in order, with ``energy`` and ``free_energy`` (eV),
@@ -248,7 +271,11 @@ class MLCalculator(Calculator):
                 self.dtype,
                 self.neighbors.backend,
             )
-            results.extend(self._evaluate(graph, first_index=len(results)))
+            evaluated = self._evaluate(graph, first_index=len(results))
+            if self.dispersion is not None:
+                for atoms, result in zip(batch, evaluated, strict=True):
+                    self.dispersion.add_to(result, atoms, energies=True)
+            results.extend(evaluated)
         return results
 
     def _evaluate(self, graph: AtomicGraph, first_index: int = 0) -> list[dict[str, Any]]:
