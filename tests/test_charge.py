@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -149,10 +150,12 @@ def test_checkpoints_round_trip_the_new_fields(tmp_path):
 
 
 def test_older_checkpoints_load_with_the_defaults():
-    metadata, _ = read_checkpoint("registry/water.safetensors")
+    # the shipped `acac` model as it was before charge inputs existed (2026-11)
+    older = Path(__file__).parent / "data" / "nemp_before_charge_inputs.safetensors"
+    metadata, _ = read_checkpoint(older)
     stored = json.loads(metadata["config"])
     assert "charge_embedding" not in stored and "long_range" not in stored
-    model = load_checkpoint("registry/water.safetensors")
+    model = load_checkpoint(older)
     assert model.config.charge_embedding is False and model.config.long_range is None
     assert model.charge_spin is None and model.coulomb is None
 
