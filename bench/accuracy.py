@@ -314,6 +314,31 @@ def format_table(records: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def format_per_epoch(records: Sequence[dict[str, Any]]) -> str:
+    """Markdown table separating sample efficiency from throughput: each model's validation
+    force RMSE after as many epochs as MACE completed, and the seconds per epoch."""
+    mace = {(r["dataset"], r["budget"]): r for r in records if r["model"] == "mace"}
+    lines = [
+        "| set | budget | model | epochs compared | valid F RMSE ours / MACE (meV/Å) "
+        "| s per epoch ours / MACE |",
+        "|---|---|---|---:|---:|---:|",
+    ]
+    for r in records:
+        reference = mace.get((r["dataset"], r["budget"]))
+        if r["model"] == "mace" or reference is None:
+            continue
+        epochs = len(reference["curve"]) - 1  # its first point is the untrained model
+        if epochs < 1 or len(r["curve"]) < epochs:
+            continue
+        ours, theirs = r["curve"][epochs - 1][1], reference["curve"][epochs][1]
+        pace = (r["train_s"] / r["epochs"], reference["train_s"] / reference["epochs"])
+        lines.append(
+            f"| {r['dataset']} | {r['budget']} | {r['model']} | {epochs} "
+            f"| {ours:.1f} / {theirs:.1f} | {pace[0]:.1f} / {pace[1]:.1f} |"
+        )
+    return "\n".join(lines)
+
+
 def plot(records: Sequence[dict[str, Any]], prefix: str) -> list[Path]:
     """One PNG per data set: validation F RMSE against training time (log-log), test markers."""
     import matplotlib
@@ -397,14 +422,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = args.out.resolve()
     if not args.report:
         run_queue(plan(args, out), args.parallel, args.cache.expanduser())
-        out.mkdir(parents=True, exist_ok=True)
-        records, failed = collect(out)
-        results = {"cpu_count": os.cpu_count(), "runs": records, "failed": failed}
-        write_json(out / "results.json", results)
-    if not (out / "results.json").is_file():
-        raise SystemExit(f"{out / 'results.json'} not found; run without --report first")
-    results = json.loads((out / "results.json").read_text())
+    records, failed = collect(out) if out.is_dir() else ([], [])
+    if not records and not failed:
+        raise SystemExit(f"no runs under {out}; run without --report first")
+    results = {"cpu_count": os.cpu_count(), "runs": records, "failed": failed}
+    write_json(out / "results.json", results)
     print(format_table(results["runs"]))
+    print()
+    print(format_per_epoch(results["runs"]))
     for folder in results.get("failed", []):
         print(f"no test result (see its run.log): {folder}")
     if args.figure:

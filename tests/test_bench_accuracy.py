@@ -100,3 +100,20 @@ def test_table_and_ratio() -> None:
         lines[2] == "| ethanol | 5m | nemp | 557,894 | 12 | 290 | 1.23 | 30.0 | — | 0.75 | 37.2 |"
     )
     assert lines[3].endswith("| 40.0 | — | — | — |")  # MACE: no ratio, no training count
+
+
+def test_per_epoch_table_compares_at_mace_s_epoch_count() -> None:
+    common = {"dataset": "acac", "budget": "5m"}
+    ours = {
+        **common,
+        "model": "nemp",
+        "epochs": 4,
+        "train_s": 8.0,
+        "curve": [[2.0, 90.0], [4.0, 70.0], [6.0, 60.0], [8.0, 55.0]],
+    }
+    mace = {**common, "model": "mace", "epochs": 2, "train_s": 20.0,
+            "curve": [[0.0, 900.0], [10.0, 50.0], [20.0, 40.0]]}  # fmt: skip
+    lines = acc.format_per_epoch([ours, mace]).splitlines()
+    # MACE validated 2 epochs: ours after its 2nd epoch (70) against MACE's after its 2nd (40)
+    assert lines[2] == "| acac | 5m | nemp | 2 | 70.0 / 40.0 | 2.0 / 10.0 |"
+    assert len(lines) == 3
