@@ -74,7 +74,8 @@ def test_specs_copy_our_configs(dataset: str) -> None:
     spec = mb.load_spec(mb.parse_args([dataset]).config)
     assert spec["valid_fraction"] == 0.1 and spec["seed"] == 0 and spec["dtype"] == "float32"
     assert spec["threads"] == 1 and spec["max_time"] is not None
-    assert spec["batch_size"] == {"water": 2, "si": 4}.get(dataset, 5)
+    # None: sized from the training frames by prepare(), as mlcalc train sizes its own
+    assert spec["batch_size"] == {"water": 2, "si": 4}.get(dataset)
     if dataset in ("water", "si"):
         assert spec["e0s"] == "fit"
     else:
@@ -252,3 +253,16 @@ def test_run_logged_tees_and_kills(tmp_path: Path, capsys: pytest.CaptureFixture
     code = "import time; print('sleeping', flush=True); time.sleep(60)"
     assert mb.run_logged([sys.executable, "-c", code], env, log, 0.5) != 0  # killed
     assert "sleeping" in log.read_text()
+
+
+def test_prepare_sizes_the_batch_as_mlcalc_train_does(tmp_path: Path) -> None:
+    from ase.io import write
+    from test_training import emt_frames  # 8-atom Cu/Al cells with EMT labels
+
+    write(tmp_path / "train.xyz", emt_frames(10))
+    data_file = tmp_path / "train.xyz"
+    spec = {"train_file": data_file, "valid_file": None, "valid_fraction": 0.2, "seed": 0,
+            "test_file": data_file, "e0s": "fit", "batch_size": None}  # fmt: skip
+    data = mb.prepare(spec, tmp_path / "data")
+    assert data["batch_size"] == 6 and data["train"] == 8 and data["valid"] == 2  # 45 / 8 atoms
+    assert mb.prepare({**spec, "batch_size": 3}, tmp_path / "again")["batch_size"] == 3
