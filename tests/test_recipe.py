@@ -92,7 +92,7 @@ def test_default_recipe_learns_emt_forces(tmp_path: Path):
         output_dir=str(tmp_path / "run"),
     )
     train(config)
-    calc = NEMPCalculator.from_checkpoint(tmp_path / "run" / "best.safetensors", device="cpu")
+    calc = NEMPCalculator.from_checkpoint(tmp_path / "run" / "final.safetensors", device="cpu")
     reference, predicted = [], []
     for atoms in emt_frames(10, seed=1):
         reference.append(atoms.get_forces())

@@ -108,8 +108,8 @@ def test_tiny_run_lowers_validation_loss_and_writes_outputs(data_dir, tmp_path, 
     config = config_for(data_dir, tmp_path / "run", epochs=6)
     result = train(config)
     out = tmp_path / "run"
-    for name in ("best.safetensors", "training_state.pt", "config.yaml", "metrics.csv",
-                 "test_metrics.json"):  # fmt: skip
+    for name in ("best.safetensors", "final.safetensors", "training_state.pt", "config.yaml",
+                 "metrics.csv", "test_metrics.json"):  # fmt: skip
         assert (out / name).is_file(), name
     rows = (out / "metrics.csv").read_text().splitlines()
     assert len(rows) == 1 + 6
@@ -129,6 +129,8 @@ def test_tiny_run_lowers_validation_loss_and_writes_outputs(data_dir, tmp_path, 
     assert atoms.get_stress().shape == (6,)
     test = json.loads((out / "test_metrics.json").read_text())
     assert test["n_structures"] == 4 and test["n_atoms"] == 32
+    assert (test["model"], test["model_epoch"]) == ("final.safetensors", 5)  # keep: final
+    assert result.model_path == out / "final.safetensors" and result.model_epoch == 5
     assert {"energy_mae", "forces_rmse", "stress_mae"} <= test.keys()
     printed = capsys.readouterr().out
     assert "epoch    5" in printed and "test set:" in printed
@@ -173,8 +175,8 @@ def test_kill_and_resume_equals_an_uninterrupted_run(data_dir, tmp_path):
 
     result = train(killed, resume=True)
     assert result.epochs == 10
-    assert_same_weights(tmp_path / "whole" / "best.safetensors",
-                        tmp_path / "killed" / "best.safetensors", atol=1e-12)  # fmt: skip
+    for name in ("best.safetensors", "final.safetensors"):
+        assert_same_weights(tmp_path / "whole" / name, tmp_path / "killed" / name, atol=1e-12)
     whole_rows = (tmp_path / "whole" / "metrics.csv").read_text().splitlines()
     resumed_rows = (tmp_path / "killed" / "metrics.csv").read_text().splitlines()
     assert len(resumed_rows) == len(whole_rows) == 11
@@ -204,7 +206,7 @@ def test_two_process_ddp_equals_one_process(data_dir, tmp_path):
         )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "2 process(es)" in done.stdout
-    assert done.stdout.count("best model") == 1  # only rank 0 reports
+    assert done.stdout.count("model (final, epoch") == 1  # only rank 0 reports
     assert_same_weights(tmp_path / "one" / "best.safetensors",
                         tmp_path / "two" / "best.safetensors", atol=1e-10)  # fmt: skip
 
@@ -455,6 +457,8 @@ def test_config_errors(tmp_path):
         TrainConfig.from_dict({"train_file": "x", "loss": "l3"})
     with pytest.raises(ValueError, match="max_time"):
         TrainConfig.from_dict({"train_file": "x", "max_time": "-1m"})
+    with pytest.raises(ValueError, match="keep must be one of final, best"):
+        TrainConfig.from_dict({"train_file": "x", "keep": "last"})
 
 
 def test_shipped_configs_parse():

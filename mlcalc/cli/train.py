@@ -66,5 +66,6 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if result.test_errors is None:
         print(f"validation: {format_errors(result.valid_errors)}")
-    print(f"best model (epoch {result.best_epoch}): {result.output_dir / 'best.safetensors'}")
+    which = "final" if config.keep == "final" else "lowest validation loss"
+    print(f"model ({which}, epoch {result.model_epoch}): {result.model_path}")
     return 0

@@ -20,6 +20,7 @@ from mlcalc.training.data import LabelKeys
 from mlcalc.training.loss import LOSS_KINDS
 
 SCHEDULERS = ("plateau", "cosine", "constant")
+KEEP_CHOICES = ("final", "best")
 #: ``epochs`` when neither it nor ``max_time`` is given.
 DEFAULT_EPOCHS = 100
 #: ``epochs`` when only ``max_time`` is given: the budget alone ends the run (and the cosine).
@@ -69,6 +70,9 @@ class TrainConfig:
             given); max_time: wall-clock budget (``"30m"``, ``"2h"``, seconds), checked before
             each epoch against the mean epoch time.
         early_stopping_patience: stop after this many epochs without a better validation loss.
+        keep: the run's model, scored on the test set: ``"final"`` (the EMA weights after the
+            last epoch, ``final.safetensors``) or ``"best"`` (the lowest validation loss,
+            ``best.safetensors``); both files are written.
         seed: model initialisation, split and data order.
         device: ``"cpu"``, ``"cuda"`` (default: CUDA when available); dtype: ``"float32"`` or
             ``"float64"``.
@@ -115,6 +119,7 @@ class TrainConfig:
     epochs: int | None = None
     max_time: str | float | None = None
     early_stopping_patience: int | None = None
+    keep: str = "final"
     seed: int = 0
     device: str | None = None
     dtype: str = "float32"
@@ -141,6 +146,8 @@ class TrainConfig:
             self.epochs = DEFAULT_EPOCHS if self.max_time is None else UNLIMITED_EPOCHS
         if self.scheduler not in SCHEDULERS:
             raise ValueError(f"scheduler must be one of {', '.join(SCHEDULERS)}")
+        if self.keep not in KEEP_CHOICES:
+            raise ValueError(f"keep must be one of {', '.join(KEEP_CHOICES)}, got {self.keep!r}")
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
         for name in ("batch_size", "epochs", "eval_batch_atoms"):

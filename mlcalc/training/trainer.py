@@ -2,8 +2,9 @@
 
 Outputs in ``output_dir`` (all written atomically, by process 0):
 
-* ``best.safetensors``: the EMA weights with the lowest validation loss, ready for the
-  calculators;
+* ``final.safetensors``: the EMA weights after the last completed epoch, and
+  ``best.safetensors``: those with the lowest validation loss, both ready for the calculators;
+  ``keep`` says which one is the run's model (scored on the test set);
 * ``training_state.pt``: everything needed to continue exactly (weights, EMA, optimiser,
   schedule, epoch, history), rewritten after every epoch; read back with
   ``torch.load(weights_only=True)``, which never runs code from the file;
@@ -58,6 +59,7 @@ from mlcalc.training.schedule import (
 
 STATE_FILE = "training_state.pt"
 BEST_FILE = "best.safetensors"
+FINAL_FILE = "final.safetensors"
 METRIC_COLUMNS = (
     "epoch",
     "lr",
@@ -116,6 +118,8 @@ class TrainResult:
     train_time_s: float
     valid_errors: dict[str, float | int]
     test_errors: dict[str, float | int] | None
+    model_path: Path
+    model_epoch: int
     main_process: bool = True
 
 
@@ -353,6 +357,7 @@ class Trainer:
             if self.processes.main:
                 if improved:
                     save_checkpoint(average, self.output_dir / BEST_FILE)
+                save_checkpoint(average, self.output_dir / FINAL_FILE)
                 self._write_metrics(history)
                 self._save_state(
                     model,
@@ -386,6 +391,7 @@ class Trainer:
         saved = dict(state["config"])
         current = self.config.to_dict()
         free = {"epochs", "max_time", "device", "threads", "output_dir", "early_stopping_patience"}
+        free.add("keep")  # which written model is scored: not part of the trajectory
         # keys added to TrainConfig after the run started count as their defaults
         defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
         changed = sorted(
@@ -562,19 +568,28 @@ class Trainer:
     ) -> TrainResult:
         from mlcalc.models import load_checkpoint
 
-        best = load_checkpoint(self.output_dir / BEST_FILE, device=device)
+        final = self.config.keep == "final"
+        model_path = self.output_dir / (FINAL_FILE if final else BEST_FILE)
+        model_epoch = last_epoch if final else best_epoch
+        kept = load_checkpoint(model_path, device=device)
         valid_errors = evaluate(
-            best,
-            GraphDataset(data.valid, best.cutoff, elements, dtype),
+            kept,
+            GraphDataset(data.valid, kept.cutoff, elements, dtype),
             device,
             self.config.eval_batch_atoms,
         ).errors()
         test_errors = None
         if data.test:
-            test_set = GraphDataset(data.test, best.cutoff, elements, dtype)
-            test_errors = evaluate(best, test_set, device, self.config.eval_batch_atoms).errors()
+            test_set = GraphDataset(data.test, kept.cutoff, elements, dtype)
+            test_errors = evaluate(kept, test_set, device, self.config.eval_batch_atoms).errors()
             if self.processes.main:
-                summary = {"best_epoch": best_epoch, "train_time_s": elapsed, **test_errors}
+                summary = {
+                    "model": model_path.name,
+                    "model_epoch": model_epoch,
+                    "best_epoch": best_epoch,
+                    "train_time_s": elapsed,
+                    **test_errors,
+                }
                 write_text_atomic(
                     self.output_dir / "test_metrics.json", json.dumps(summary, indent=2) + "\n"
                 )
@@ -590,6 +605,8 @@ class Trainer:
             elapsed,
             valid_errors,
             test_errors,
+            model_path,
+            model_epoch,
             self.processes.main,
         )
 
