@@ -289,11 +289,14 @@ def throughput(record: dict[str, Any]) -> float | None:
     return record["n_train"] * record["epochs"] / record["train_s"]
 
 
+def mace_runs(records: Sequence[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    """MACE's record per (data set, budget)."""
+    return {(r["dataset"], r["budget"]): r for r in records if r["model"] == "mace"}
+
+
 def format_table(records: Sequence[dict[str, Any]]) -> str:
     """Markdown table; the ratio is our test force RMSE over MACE's at the same set and budget."""
-    mace = {
-        (r["dataset"], r["budget"]): r["test_forces_rmse"] for r in records if r["model"] == "mace"
-    }
+    mace = mace_runs(records)
     lines = [
         "| set | budget | model | params | epochs | train s | E RMSE meV/atom | F RMSE meV/Å "
         "| S RMSE meV/Å³ | F RMSE ours/MACE | structures/s |",
@@ -302,8 +305,8 @@ def format_table(records: Sequence[dict[str, Any]]) -> str:
     for r in records:
         reference = mace.get((r["dataset"], r["budget"]))
         ratio = None
-        if r["model"] != "mace" and reference:
-            ratio = r["test_forces_rmse"] / reference
+        if r["model"] != "mace" and reference and reference["test_forces_rmse"]:
+            ratio = r["test_forces_rmse"] / reference["test_forces_rmse"]
         params = "—" if r["parameters"] is None else f"{r['parameters']:,}"
         lines.append(
             f"| {r['dataset']} | {r['budget']} | {r['model']} | {params} | {r['epochs']} "
@@ -317,7 +320,7 @@ def format_table(records: Sequence[dict[str, Any]]) -> str:
 def format_per_epoch(records: Sequence[dict[str, Any]]) -> str:
     """Markdown table separating sample efficiency from throughput: each model's validation
     force RMSE after as many epochs as MACE completed, and the seconds per epoch."""
-    mace = {(r["dataset"], r["budget"]): r for r in records if r["model"] == "mace"}
+    mace = mace_runs(records)
     lines = [
         "| set | budget | model | epochs compared | valid F RMSE ours / MACE (meV/Å) "
         "| s per epoch ours / MACE |",
