@@ -8,9 +8,10 @@ Usage (from the repository root, with the project's venv python)::
 ``MODEL`` is a registry name or a checkpoint; ``FRAMES`` an ASE-readable file (the first
 structure of the model's test set, say). The run:
 
-1. Maxwell–Boltzmann velocities at ``--temperature`` (seeded), zero total momentum, the
+1. Maxwell–Boltzmann velocities at ``--temperature``, zero total momentum, the
    centre of mass fixed (``FixCom``);
-2. ``--nvt-ps`` of Langevin NVT (ASE's ``Langevin``, 0.5 fs steps, friction 0.01/fs);
+2. ``--nvt-ps`` of Langevin NVT (ASE's ``Langevin``, 0.5 fs steps, friction 0.01/fs; the
+   velocities and the thermostat's noise come from one seeded generator);
 3. ``--nve-ps`` of velocity Verlet from where the NVT run ends.
 
 It prints, and with ``--json`` writes: the smallest interatomic distance seen during either
@@ -56,7 +57,8 @@ def run(model: str, atoms: Atoms, temperature: float, nvt_ps: float, nve_ps: flo
     """The stability record of one NVT + NVE run (see the module docstring)."""
     loaded = load_model(model)
     atoms.calc = CALCULATOR_FOR[loaded.architecture](loaded, device="cpu")
-    thermalize_momenta(atoms, temperature, rng=np.random.default_rng(0))
+    rng = np.random.default_rng(0)  # velocities and the thermostat's noise: reproducible runs
+    thermalize_momenta(atoms, temperature, rng=rng)
     Stationary(atoms)
     atoms.set_constraint(FixCom())
     record: dict[str, Any] = {"model": model, "atoms": len(atoms), "temperature_K": temperature}
@@ -69,7 +71,8 @@ def run(model: str, atoms: Atoms, temperature: float, nvt_ps: float, nve_ps: flo
         closest, loneliest = min(closest, low), max(loneliest, high)
 
     step = TIMESTEP_FS * units.fs
-    nvt = Langevin(atoms, step, temperature_K=temperature, friction=0.01 / units.fs, fixcm=False)
+    friction = 0.01 / units.fs
+    nvt = Langevin(atoms, step, temperature_K=temperature, friction=friction, fixcm=False, rng=rng)
     nvt_steps = round(nvt_ps * 1000 / TIMESTEP_FS)
     nvt.attach(watch, interval=20)
     nvt.attach(lambda: temperatures.append(atoms.get_temperature()), interval=20)
