@@ -14,7 +14,11 @@ Data (issue #15, in the spirit of Ko et al., Nat. Commun. 12, 398 (2021)): GFN2-
 * ``nacl``: a planar 3×3 rock-salt ``Na5Cl4`` cluster, MD of the closed-shell cation at the same
   temperatures, each snapshot labelled as cation singlet (q = +1) and neutral doublet (q = 0);
 * ``pair``: the ion pair Na2Cl⁺ · NaCl2⁻ (total charge 0), both fragments rattled and rotated at
-  random, centre-of-mass separations 5–16 Å: inside and well beyond the model cutoff.
+  random, centre-of-mass separations 5–16 Å: inside and well beyond the model cutoff;
+* ``cations``: the like-charged pair Na2Cl⁺ · Na3Cl2⁺ (total charge +2), made the same way. Both
+  fragments are closed-shell cations, so no charge moves between them as they part and xTB's
+  fragment charges stay near +1 each: a clean q₁q₂/r tail. (Between the ion pair's fragments
+  xTB moves charge back as they part, 0.71 e at 6 Å to 0.53 e at 30 Å.)
 
 The same geometries appear in both charge states, so a model that cannot see the charge cannot
 tell them apart. The split (80/10/10 train/validation/test) is by geometry: both labels of a
@@ -25,11 +29,11 @@ Three NEMP models (``small`` preset, same frames, E0s, seed, cutoff and wall-clo
 trained with ``mlcalc.training.train``: no charge input, ``charge_embedding``, and
 ``charge_embedding`` with ``long_range="coulomb"``. Errors are those of ``mlcalc eval``
 (:func:`mlcalc.training.evaluation.evaluate_file`) on the test frames of each system and charge
-state: energy RMSE (meV/atom) and force-component RMSE (meV/Å). The binding curve is the energy
-of the rigid, perpendicular ion pair against the separation of the fragment centres, relative to
-the largest separation, reference against each model (xTB's SCF of the separated pair may need
-a smaller mixer damping: the curve retries with 0.1 and 0.05; training frames whose SCF fails
-at tblite's default are dropped). Nothing here asserts on the numbers.
+state: energy RMSE (meV/atom) and force-component RMSE (meV/Å). The binding curves are the
+energy of each rigid, perpendicular pair against the separation of the fragment centres,
+relative to the largest separation, reference against each model (xTB's SCF of a separated
+pair may need a smaller mixer damping: the curve retries with 0.1 and 0.05; training frames
+whose SCF fails at tblite's default are dropped). Nothing here asserts on the numbers.
 """
 
 from __future__ import annotations
@@ -76,20 +80,38 @@ def nacl() -> Atoms:
     return Atoms(symbols, positions=[[2.6 * i, 2.6 * j, 0.0] for i, j in grid])
 
 
-def fragments() -> tuple[Atoms, Atoms]:
-    """Linear Na–Cl–Na⁺ (2.5 Å) and Cl–Na–Cl⁻ (2.45 Å), centred at the origin along x."""
-    cation = Atoms("NaClNa", positions=[[-2.5, 0, 0], [0, 0, 0], [2.5, 0, 0]])
-    anion = Atoms("ClNaCl", positions=[[-2.45, 0, 0], [0, 0, 0], [2.45, 0, 0]])
-    return cation, anion
+def linear(symbols: str, spacing: float) -> Atoms:
+    """A linear chain of ``symbols`` ``spacing`` Å apart, centred at the origin along x."""
+    atoms = Atoms(symbols)
+    atoms.positions[:, 0] = spacing * np.arange(len(atoms))
+    atoms.positions -= atoms.positions.mean(axis=0)
+    return atoms
 
 
-def ion_pair(distance: float) -> Atoms:
-    """Rigid ion pair: the anion's axis perpendicular to the cation's, centres ``distance`` Å
-    apart along x (closest atoms ``distance - 2.5`` Å apart)."""
-    cation, anion = fragments()
-    anion.rotate(90, "z")
-    anion.positions += [distance, 0.0, 0.0]
-    return cation + anion
+def ion_pair_fragments() -> tuple[Atoms, Atoms]:
+    """Linear Na–Cl–Na⁺ (2.5 Å) and Cl–Na–Cl⁻ (2.45 Å)."""
+    return linear("NaClNa", 2.5), linear("ClNaCl", 2.45)
+
+
+def cation_pair_fragments() -> tuple[Atoms, Atoms]:
+    """Linear Na–Cl–Na⁺ and Na–Cl–Na–Cl–Na⁺ (2.5 Å)."""
+    return linear("NaClNa", 2.5), linear("NaClNaClNa", 2.5)
+
+
+#: Two-fragment systems: name -> (fragments, total charge e, binding-curve title).
+PAIRS = {
+    "pair": (ion_pair_fragments, 0, "Na₂Cl⁺ · NaCl₂⁻"),
+    "cations": (cation_pair_fragments, 2, "Na₂Cl⁺ · Na₃Cl₂⁺"),
+}
+
+
+def rigid_pair(system: str, distance: float) -> Atoms:
+    """The unrattled pair of ``system``: the second fragment's axis perpendicular to the first's,
+    centres ``distance`` Å apart along x (closest atoms ``distance - 2.5`` Å apart)."""
+    first, second = PAIRS[system][0]()
+    second.rotate(90, "z")
+    second.positions += [distance, 0.0, 0.0]
+    return first + second
 
 
 def xtb(charge: int, multiplicity: int, damping: float = 0.4) -> TBLite:
@@ -155,13 +177,14 @@ def md_snapshots(
     return snapshots
 
 
-def random_pair(rng: np.random.Generator) -> Atoms:
-    """Rattled fragments in random orientations, centres 5–16 Å apart, atoms ≥ 2.6 Å apart."""
+def random_pair(system: str, rng: np.random.Generator) -> Atoms:
+    """The fragments of ``system``, rattled, in random orientations, centres 5–16 Å apart,
+    atoms ≥ 2.6 Å apart."""
     from scipy.spatial.transform import Rotation
 
     while True:
         parts = []
-        for fragment in fragments():
+        for fragment in PAIRS[system][0]():
             fragment.positions = Rotation.random(random_state=rng).apply(fragment.positions)
             amplitude = AMPLITUDES[rng.integers(len(AMPLITUDES))]
             fragment.positions += rng.normal(0.0, amplitude, fragment.positions.shape)
@@ -189,13 +212,22 @@ def generate(geometries: int, pairs: int, seed: int) -> list[Atoms]:
             if all(atoms is not None for atoms in labelled):
                 frames.extend(labelled)  # type: ignore[arg-type]
                 index += 1
-    done = 0
-    while done < pairs:
-        atoms = label(random_pair(rng), 0, 1, system="pair", geometry=index)
+    for system in PAIRS:
+        frames.extend(pair_frames(system, pairs, index, rng))
+        index += pairs
+    return frames
+
+
+def pair_frames(system: str, count: int, first: int, rng: np.random.Generator) -> list[Atoms]:
+    """``count`` labelled :func:`random_pair` frames of ``system`` (closed-shell, its total
+    charge), numbered as geometries from ``first``."""
+    frames: list[Atoms] = []
+    while len(frames) < count:
+        charge = PAIRS[system][1]
+        atoms = label(random_pair(system, rng), charge, 1, system=system, geometry=first)
         if atoms is not None:
             frames.append(atoms)
-            index += 1
-            done += 1
+            first += 1
     return frames
 
 
@@ -263,25 +295,27 @@ def slug(state: str) -> str:
     return state.replace(" q=", "-q").replace("+", "p").replace("-q-", "-qm")
 
 
-def binding_curve(checkpoint: Path) -> list[float]:
-    """Model energies (eV) of :func:`ion_pair` at :data:`CURVE` separations."""
+def binding_curves(checkpoint: Path) -> dict[str, list[float]]:
+    """Model energies (eV) of each :func:`rigid_pair` at :data:`CURVE` separations."""
     from mlcalc import NEMPCalculator
 
     calc = NEMPCalculator.from_checkpoint(checkpoint, device="cpu")
-    energies = []
-    for distance in CURVE:
-        atoms = ion_pair(distance)
-        atoms.info.update(charge=0, spin=1)
-        atoms.calc = calc
-        energies.append(float(atoms.get_potential_energy()))
-    return energies
+    curves = {}
+    for system, (_, charge, _) in PAIRS.items():
+        curves[system] = []
+        for distance in CURVE:
+            atoms = rigid_pair(system, distance)
+            atoms.info.update(charge=charge, spin=1)
+            atoms.calc = calc
+            curves[system].append(float(atoms.get_potential_energy()))
+    return curves
 
 
-def reference_curve() -> list[float | None]:
-    """xTB energies (eV) of :func:`ion_pair` at :data:`CURVE` (``None`` where SCF fails)."""
+def reference_curve(system: str) -> list[float | None]:
+    """xTB energies (eV) of :func:`rigid_pair` at :data:`CURVE` (``None`` where SCF fails)."""
     curve = []
     for distance in CURVE:
-        atoms = label(ion_pair(distance), 0, 1, retry=True)
+        atoms = label(rigid_pair(system, distance), PAIRS[system][1], 1, retry=True)
         curve.append(None if atoms is None else float(atoms.get_potential_energy()))
     return curve
 
@@ -312,6 +346,12 @@ def main() -> None:
     if data.is_file():
         frames = read(data, index=":")
         print(f"using {len(frames)} frames from {data}")
+        for system in [n for n in PAIRS if n not in {a.info["system"] for a in frames}]:
+            first = 1 + max(int(a.info["geometry"]) for a in frames)
+            rng = np.random.default_rng([args.seed, first])
+            frames.extend(pair_frames(system, args.pairs, first, rng))
+            write(data, frames)
+            print(f"added {args.pairs} {system} frames to {data}")
     else:
         start = time.perf_counter()
         frames = generate(args.geometries, args.pairs, args.seed)
@@ -331,14 +371,16 @@ def main() -> None:
     print(f"frames {counts}, test states {states}")
     results_file = args.out / "results.json"
     results = json.loads(results_file.read_text()) if results_file.is_file() else {}
-    if "reference curve" not in results:
-        results["reference curve"] = reference_curve()
+    references = results.setdefault("reference curves", {})
+    for system in PAIRS:
+        if system not in references:
+            references[system] = reference_curve(system)
     results.update(frames=counts, distances=list(CURVE), budget=args.max_time)
     for name in args.variants:
         start = time.perf_counter()
         checkpoint = train_variant(name, VARIANTS[name], args.out, args)
         results[name] = {"errors": score(checkpoint, args.out, states)}
-        results[name]["curve"] = binding_curve(checkpoint)
+        results[name]["curves"] = binding_curves(checkpoint)
         results[name]["seconds"] = time.perf_counter() - start
         results_file.write_text(json.dumps(results, indent=1))
         print(f"trained and scored {name!r} in {results[name]['seconds']:.0f} s")
@@ -346,23 +388,30 @@ def main() -> None:
 
 
 def curve_figure(results: dict, cutoff: float) -> Figure:
-    """E(d) − E(30 Å) of the ion pair (eV), xTB and each model; the separation at which the
-    closest atoms reach the cutoff is marked."""
+    """E(d) − E(30 Å) of each pair (eV), xTB and each model, one panel per pair; the separation
+    at which the closest atoms reach the cutoff is marked."""
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(6.0, 3.6), layout="constrained")
-    axes = figure.add_subplot()
+    figure = Figure(figsize=(10.0, 3.6), layout="constrained")
     distances = results["distances"]
-    reference = results["reference curve"]
-    axes.plot(distances, [e - reference[-1] for e in reference], "ko-", label="GFN2-xTB")
-    for name in [n for n in VARIANTS if n in results]:
-        curve = results[name]["curve"]
-        axes.plot(distances, [e - curve[-1] for e in curve], ".-", label=name)
-    axes.axvline(cutoff + 2.5, color="grey", linestyle=":", label="closest atoms at cutoff")
-    axes.set_xlabel("centre–centre distance of Na₂Cl⁺ and NaCl₂⁻ (Å)")
-    axes.set_ylabel("E(d) − E(30 Å) (eV)")
-    axes.legend(frameon=False)
+    for axes, (system, (_, _, title)) in zip(
+        figure.subplots(1, len(PAIRS)), PAIRS.items(), strict=True
+    ):
+        reference = results["reference curves"][system]
+        axes.plot(distances, relative(reference), "ko-", label="GFN2-xTB")
+        for name in [n for n in VARIANTS if n in results]:
+            axes.plot(distances, relative(results[name]["curves"][system]), ".-", label=name)
+        axes.axvline(cutoff + 2.5, color="grey", linestyle=":", label="closest atoms at cutoff")
+        axes.set_xlabel(f"centre–centre distance of {title} (Å)")
+        axes.set_ylabel("E(d) − E(30 Å) (eV)")
+        axes.legend(frameon=False)
     return figure
+
+
+def relative(curve: list[float | None]) -> list[float | None]:
+    """``curve`` less its last point (``None`` where a point or the last one is missing)."""
+    last = curve[-1]
+    return [None if e is None or last is None else e - last for e in curve]
 
 
 def blind_floor(folder: Path) -> dict[str, float]:
@@ -397,14 +446,16 @@ def print_tables(results: dict, folder: Path) -> None:
         row = results[name]["errors"]
         cells = [f"{row[s]['energy_rmse']:.1f} / {row[s]['forces_rmse']:.0f}" for s in states]
         print(f"| {name} | " + " | ".join(cells) + " |")
-    reference = results["reference curve"]
-    last = reference[-1]
-    print("\n| d (Å) | xTB | " + " | ".join(names) + " |")
-    print("|---|---|" + "---|" * len(names))
-    for k, distance in enumerate(results["distances"]):
-        ref = "—" if reference[k] is None or last is None else f"{reference[k] - last:.3f}"
-        cells = [f"{results[n]['curve'][k] - results[n]['curve'][-1]:.3f}" for n in names]
-        print(f"| {distance:g} | {ref} | " + " | ".join(cells) + " |")
+    for system, (_, charge, title) in PAIRS.items():
+        reference = relative(results["reference curves"][system])
+        curves = [relative(results[n]["curves"][system]) for n in names]
+        print(f"\n{title} (total charge {charge:+d}), E(d) − E(30 Å) in eV:")
+        print("| d (Å) | xTB | " + " | ".join(names) + " |")
+        print("|---|---|" + "---|" * len(names))
+        for k, distance in enumerate(results["distances"]):
+            ref = "—" if reference[k] is None else f"{reference[k]:.3f}"
+            cells = [f"{curve[k]:.3f}" for curve in curves]
+            print(f"| {distance:g} | {ref} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
