@@ -69,7 +69,7 @@ def liquid_water() -> Atoms:
 
 def _clashing_molecules(box: Atoms) -> np.ndarray:
     """Indices of molecules (3 atoms each) in an intermolecular contact that is too close."""
-    from mlcalc.graph import neighbor_list
+    from mlcalc.neighbors import neighbor_list
 
     cutoff = max(MIN_INTERMOLECULAR.values())
     i, j, _, distances = neighbor_list(box.positions, box.cell[:], box.pbc, cutoff)

@@ -20,7 +20,8 @@ from ase.neighborlist import neighbor_list as ase_neighbor_list
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from mlcalc.graph import AtomicGraph, NeighborBackend, NeighborCache, build_graph, neighbor_list
+from mlcalc.graph import AtomicGraph, NeighborCache, build_graph
+from mlcalc.neighbors import NeighborBackend, neighbor_list
 
 ALL_PBC = list(itertools.product([False, True], repeat=3))
 BACKENDS = get_args(NeighborBackend)

@@ -25,7 +25,8 @@ from mlcalc import MLANetCalculator, NEMPCalculator
 from mlcalc.graph import AtomicGraph, build_graph
 from mlcalc.models import NEMP, MLANet, MLANetConfig, NEMPConfig, load_checkpoint
 from mlcalc.models.blocks import BesselBasis, scatter_sum
-from mlcalc.models.mlanet import envelope_weighted_softmax, hidden_irreps, symmetric_matrix_basis
+from mlcalc.models.mlanet import hidden_irreps, symmetric_matrix_basis
+from mlcalc.models.mlanet_attention import envelope_weighted_softmax
 from mlcalc.models.physics import edge_vectors
 
 CUTOFF = 4.0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mlcalc.graph import neighbor_list
+from mlcalc.neighbors import neighbor_list
 from mlcalc.structures import liquid_water, water_box
 
 

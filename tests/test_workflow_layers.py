@@ -16,7 +16,8 @@ from ase.calculators.lj import LennardJones
 from ase.io import write
 
 from mlcalc.cli import main
-from mlcalc.workflows.layers import exfoliation_curve, sliding_pes
+from mlcalc.workflows.layers import exfoliation_curve
+from mlcalc.workflows.sliding import sliding_pes
 
 ROOT = Path(__file__).resolve().parents[1]
 SIGMA, EPSILON, CUTOFF = 3.0, 0.01, 7.5  # Å, eV, Å

@@ -63,7 +63,7 @@ def register(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mlcalc.cli._common import write_outputs
-    from mlcalc.workflows.layers import sliding_pes
+    from mlcalc.workflows.sliding import sliding_pes
 
     result = sliding_pes(
         read_structure(args.structure),

@@ -2,8 +2,8 @@
 
 from mlcalc.training.config import TrainConfig
 from mlcalc.training.data import GraphDataset, LabeledStructure, LabelKeys, read_structures
-from mlcalc.training.metrics import ErrorSums, evaluate
-from mlcalc.training.trainer import Trainer, TrainResult, format_errors, train
+from mlcalc.training.metrics import ErrorSums, evaluate, format_errors
+from mlcalc.training.trainer import Trainer, TrainResult, train
 
 __all__ = [
     "ErrorSums",

@@ -7,12 +7,16 @@ components of each stress tensor). The same code scores validation during traini
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from mlcalc.atomic import write_text_atomic
 from mlcalc.models import AtomisticModel
 from mlcalc.progress import progress_bar
 from mlcalc.training.data import Batch, GraphDataset
@@ -147,3 +151,39 @@ def evaluate(
         bar.close()
         model.train(was_training)
     return sums
+
+
+def format_errors(errors: dict[str, float | int]) -> str:
+    """One line: ``E MAE/RMSE ... meV/atom, F ... meV/Å, S ... meV/Å³``."""
+    parts = []
+    for label, unit in ERROR_UNITS.items():
+        if f"{label}_mae" in errors:
+            mae, rmse = errors[f"{label}_mae"], errors[f"{label}_rmse"]
+            parts.append(f"{label} MAE {mae:.2f} RMSE {rmse:.2f} {unit}")
+    return ", ".join(parts)
+
+
+#: Columns of a training run's ``metrics.csv``, one row per epoch.
+METRIC_COLUMNS = (
+    "epoch",
+    "lr",
+    "train_loss",
+    "valid_loss",
+    "valid_energy_mae",
+    "valid_energy_rmse",
+    "valid_forces_mae",
+    "valid_forces_rmse",
+    "valid_stress_mae",
+    "valid_stress_rmse",
+    "epoch_time_s",
+)
+
+
+def write_metrics_csv(path: Path, history: list[dict[str, float]]) -> None:
+    """Write the epoch rows ``history`` to ``path`` (atomically) with :data:`METRIC_COLUMNS`."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=METRIC_COLUMNS, restval="")
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: v for k, v in row.items() if k in METRIC_COLUMNS})
+    write_text_atomic(path, buffer.getvalue())

@@ -19,12 +19,9 @@ the global batch, so N processes follow the same trajectory as one (to rounding)
 from __future__ import annotations
 
 import copy
-import csv
 import dataclasses
-import io
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -37,11 +34,16 @@ from torch import nn
 
 from mlcalc.atomic import atomic_path, write_text_atomic
 from mlcalc.models import DTYPES, AtomisticModel, save_checkpoint
-from mlcalc.progress import progress_bar
 from mlcalc.training.config import TrainConfig
 from mlcalc.training.data import GraphDataset
-from mlcalc.training.loss import LABELS, penalty, residuals
-from mlcalc.training.metrics import ERROR_UNITS, ErrorSums, evaluate
+from mlcalc.training.loss import LABELS
+from mlcalc.training.metrics import (
+    ERROR_UNITS,
+    ErrorSums,
+    evaluate,
+    format_errors,
+    write_metrics_csv,
+)
 from mlcalc.training.recipe import batch_size_for
 from mlcalc.training.schedule import (
     ExponentialMovingAverage,
@@ -49,47 +51,11 @@ from mlcalc.training.schedule import (
     scheduled_weight,
 )
 from mlcalc.training.setup import Datasets, initial_model, load_datasets, model_from_state
+from mlcalc.training.steps import Processes, train_epoch
 
 STATE_FILE = "training_state.pt"
 BEST_FILE = "best.safetensors"
 FINAL_FILE = "final.safetensors"
-METRIC_COLUMNS = (
-    "epoch",
-    "lr",
-    "train_loss",
-    "valid_loss",
-    "valid_energy_mae",
-    "valid_energy_rmse",
-    "valid_forces_mae",
-    "valid_forces_rmse",
-    "valid_stress_mae",
-    "valid_stress_rmse",
-    "epoch_time_s",
-)
-
-
-@dataclass
-class Processes:
-    """This process's place in a data-parallel run (``rank 0 of 1`` without torchrun)."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @classmethod
-    def from_environment(cls) -> Processes:
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        if world == 1:
-            return cls()
-        return cls(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
 
 
 @dataclass
@@ -241,8 +207,8 @@ class Trainer:
             for group in optimizer.param_groups:
                 group["lr"] = lr
             weights = self._loss_weights(schedule.progress(epoch, budget_fraction))
-            train_loss = self._train_epoch(
-                trained, train_set, optimizer, ema, weights, epoch, device
+            train_loss = train_epoch(
+                trained, train_set, optimizer, ema, weights, epoch, device, config, self.processes
             )
             valid = self._validate(average, valid_set, device)
             valid_loss = self._weighted(valid, self._loss_weights(1.0))
@@ -270,7 +236,7 @@ class Trainer:
                 if improved:
                     save_checkpoint(average, self.output_dir / BEST_FILE)
                 save_checkpoint(average, self.output_dir / FINAL_FILE)
-                self._write_metrics(history)
+                write_metrics_csv(self.output_dir / "metrics.csv", history)
                 self._save_state(
                     model,
                     average,
@@ -331,73 +297,6 @@ class Trainer:
                 total += weights[label] * value
         return total
 
-    def _global_batches(self, size: int, epoch: int) -> list[list[int]]:
-        generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
-        order = torch.randperm(size, generator=generator).tolist()
-        batches = [
-            order[k : k + self.config.batch_size] for k in range(0, size, self.config.batch_size)
-        ]
-        # every process needs at least one structure of each batch
-        return [b for b in batches if len(b) >= self.processes.world_size]
-
-    def _train_epoch(
-        self,
-        model: nn.Module,
-        dataset: GraphDataset,
-        optimizer: torch.optim.Optimizer,
-        ema: ExponentialMovingAverage,
-        weights: dict[str, float],
-        epoch: int,
-        device: torch.device,
-    ) -> float:
-        config, processes = self.config, self.processes
-        compute_forces = dataset.has_forces and weights["forces"] > 0
-        compute_stress = dataset.has_stress and weights["stress"] > 0
-        batches = self._global_batches(len(dataset), epoch)
-        progress = progress_bar(
-            desc=f"epoch {epoch:4d}",
-            unit="batches",
-            total=len(batches),
-            enabled=None if processes.main else False,
-            leave=False,
-        )
-        total_loss = 0.0
-        model.train()
-        for step, indices in enumerate(batches):
-            global_counts = dataset.label_counts(indices)
-            local = dataset.batch(indices[processes.rank :: processes.world_size]).to(device)
-            outputs = model(
-                local.graph,
-                compute_forces=compute_forces,
-                compute_stress=compute_stress,
-                training=True,
-            )
-            loss = outputs["energy"].new_zeros(())
-            for label, residual in residuals(outputs, local).items():
-                if global_counts[label] and weights[label] > 0:
-                    term = penalty(residual, config.loss, config.huber_delta).sum()
-                    loss = loss + weights[label] * term / global_counts[label]
-            optimizer.zero_grad(set_to_none=True)
-            # DDP averages gradients over processes; each process holds a part of the sum
-            (loss * processes.world_size).backward()
-            if config.clip_grad is not None:
-                nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad, foreach=True)
-            optimizer.step()
-            ema.update()
-            value = loss.detach()
-            if processes.distributed:
-                dist.all_reduce(value)
-            if not math.isfinite(float(value)):
-                raise RuntimeError(
-                    f"training diverged: the loss is {float(value)} in epoch {epoch}, step "
-                    f"{step}; lower lr or check the data"
-                )
-            total_loss += float(value)
-            progress.set_postfix_str(f"loss {total_loss / (step + 1):.4e}", refresh=False)
-            progress.update()
-        progress.close()
-        return total_loss / max(1, len(batches))
-
     def _validate(
         self, model: AtomisticModel, dataset: GraphDataset, device: torch.device
     ) -> ErrorSums:
@@ -423,14 +322,6 @@ class Trainer:
         self._say("  ".join(parts))
 
     # ----------------------------------------------------------------------- persistence
-    def _write_metrics(self, history: list[dict[str, float]]) -> None:
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=METRIC_COLUMNS, restval="")
-        writer.writeheader()
-        for row in history:
-            writer.writerow({k: v for k, v in row.items() if k in METRIC_COLUMNS})
-        write_text_atomic(self.output_dir / "metrics.csv", buffer.getvalue())
-
     def _save_state(
         self,
         model: AtomisticModel,
@@ -521,16 +412,6 @@ class Trainer:
             model_epoch,
             self.processes.main,
         )
-
-
-def format_errors(errors: dict[str, float | int]) -> str:
-    """One line: ``E MAE/RMSE ... meV/atom, F ... meV/Å, S ... meV/Å³``."""
-    parts = []
-    for label, unit in ERROR_UNITS.items():
-        if f"{label}_mae" in errors:
-            mae, rmse = errors[f"{label}_mae"], errors[f"{label}_rmse"]
-            parts.append(f"{label} MAE {mae:.2f} RMSE {rmse:.2f} {unit}")
-    return ", ".join(parts)
 
 
 def train(config: TrainConfig, resume: bool = False, log: TextIO | None = None) -> TrainResult:

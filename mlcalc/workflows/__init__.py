@@ -8,16 +8,11 @@ from mlcalc.workflows.dimer import DimerCurve, DimerResult, dimer_scan
 from mlcalc.workflows.dynamics import MDResult, RelaxResult, md, relax
 from mlcalc.workflows.eos import EOSFit, EVResult, ev_curve
 from mlcalc.workflows.lattice_dynamics import PhononResult, phonons
-from mlcalc.workflows.layers import (
-    ExfoliationResult,
-    LineCut,
-    SlidingResult,
-    exfoliation_curve,
-    sliding_pes,
-)
+from mlcalc.workflows.layers import ExfoliationResult, exfoliation_curve
 from mlcalc.workflows.pair_distribution import RDFResult, rdf
 from mlcalc.workflows.reaction_path import NEBResult, neb
 from mlcalc.workflows.result import WorkflowResult
+from mlcalc.workflows.sliding import LineCut, SlidingResult, sliding_pes
 
 __all__ = [
     "DimerCurve",

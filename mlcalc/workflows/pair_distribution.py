@@ -18,7 +18,8 @@ from ase import Atoms
 from ase.data import atomic_numbers, chemical_symbols
 from matplotlib.figure import Figure
 
-from mlcalc.graph import neighbor_list, validate_cell
+from mlcalc.graph import validate_cell
+from mlcalc.neighbors import neighbor_list
 from mlcalc.workflows.result import WorkflowResult
 
 TOTAL = "total"
