@@ -17,7 +17,7 @@ given again (``--overwrite`` re-runs).
 
 Ours (``nemp``, ``mlanet``) is ``mlcalc train`` on a config that names only the data
 (``train_file``, ``test_file``, ``e0s``; ``architecture`` for MLANet): every other setting is
-``mlcalc.training.TrainConfig``'s default, the recipe a user gets; ``nemp-wide`` (see
+``mlcalc.training.TrainConfig``'s default, the recipe a user gets; ``nemp-small`` (see
 :data:`VARIANTS`) adds only model fields. MACE is
 ``bench/mace_baseline.py`` on the same config. Equal on both sides: the training and
 validation frames (``valid_fraction`` and ``seed``, TrainConfig's defaults, split by
@@ -88,11 +88,11 @@ DATASETS: dict[str, tuple[str, str, str]] = {
         for name in ("Si", "Li", "Ge")
     },
 }
-MODELS = ("nemp", "nemp-wide", "mlanet", "mace")
+MODELS = ("nemp", "nemp-small", "mlanet", "mace")
 #: Our models that are not the recipe's own: name -> (architecture, model fields of the config).
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
-    # NEMP-small with twice the channels and l = 2 node features (62 k parameters).
-    "nemp-wide": ("nemp", {"channels": 16, "l_max_features": 2}),
+    # the recipe's NEMP before 2026-12-01: the small preset (8 channels, l <= 1 features)
+    "nemp-small": ("nemp", {"preset": "small"}),
 }
 _MACE_LINE = re.compile(
     r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) INFO: (Initial|Epoch (\d+)): head: [^,]*, "
@@ -358,7 +358,12 @@ def plot(records: Sequence[dict[str, Any]], prefix: str) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colours = {"nemp": "tab:blue", "nemp-wide": "tab:purple", "mlanet": "tab:green", "mace": "tab:red"}
+    colours = {
+        "nemp": "tab:blue",
+        "nemp-small": "tab:cyan",
+        "mlanet": "tab:green",
+        "mace": "tab:red",
+    }
     written = []
     for dataset in dict.fromkeys(r["dataset"] for r in records):
         fig, ax = plt.subplots(figsize=(6.4, 4.4))

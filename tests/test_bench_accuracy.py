@@ -57,6 +57,14 @@ def test_config_names_only_the_data(tmp_path: Path, model: str, keys: list[str])
     assert yaml.safe_load(path.read_text())["e0s"] == "fit"
 
 
+def test_variant_config_adds_only_model_fields(tmp_path: Path) -> None:
+    path = tmp_path / "data.yaml"
+    acc.write_config("ethanol", "nemp-small", path)
+    config = yaml.safe_load(path.read_text())
+    assert list(config) == ["train_file", "test_file", "e0s", "architecture", "model"]
+    assert config["model"] == {"preset": "small"}
+
+
 def test_arguments() -> None:
     args = acc.parse_args(["--datasets", "acac", "li", "--budgets", "90s", "1h"])
     assert args.budget_s == {"90s": 90.0, "1h": 3600.0} and args.models == ["nemp", "mace"]

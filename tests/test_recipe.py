@@ -62,9 +62,10 @@ def test_default_batch_size_holds_about_45_atoms():
 def test_recipe_model_fields_fill_what_the_config_leaves_out():
     assert model_fields("nemp", {}) == MODEL_DEFAULTS["nemp"]
     mine = model_fields("nemp", {"cutoff": 4.5, "neighbor_norm": "smooth_count"})
-    assert mine["preset"] == "small" and mine["cutoff"] == 4.5
+    assert mine["preset"] == "medium" and mine["cutoff"] == 4.5
     assert mine["neighbor_norm"] == "smooth_count"  # the config wins
     assert model_fields("nemp", {"preset": "default"}) == {"preset": "default"}
+    assert model_fields("nemp", {"preset": "small"})["preset"] == "small"  # the config wins
     assert model_fields("mlanet", {})["force_mode"] == "conservative"
 
 
@@ -104,7 +105,8 @@ def test_default_recipe_learns_emt_forces(tmp_path: Path):
     )
     assert r_squared > 0.95, r_squared
     used = TrainConfig.from_yaml(tmp_path / "run" / "config.yaml")
-    assert used.model["channels"] == 8 and used.model["neighbor_norm"] == "constant"
+    assert used.model["channels"] == 16 and used.model["l_max_features"] == 2
+    assert used.model["neighbor_norm"] == "constant"
     assert used.batch_size == 6  # 8-atom cells: 45 / 8 rounded
 
 

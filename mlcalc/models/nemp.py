@@ -39,7 +39,8 @@ from mlcalc.models.physics import conservative_outputs
 @dataclasses.dataclass
 class NEMPConfig(ModelConfig):
     """Hyper-parameters of :class:`NEMP`. Defaults are the spec's ``nemp-default`` preset;
-    :meth:`preset` gives ``"default"``, ``"small"`` or ``"3bpa"``.
+    :meth:`preset` gives ``"default"``, ``"small"``, ``"medium"`` (``small`` with 16 channels
+    and ``l_max_features = 2``, the training recipe's model) or ``"3bpa"``.
 
     Attributes:
         elements: chemical symbols the model handles.
@@ -87,6 +88,20 @@ class NEMPConfig(ModelConfig):
             "l_max": 2,
             "l_max_features": 1,
             "channels": 8,
+            "num_radial": 8,
+            "pair_code_width": 32,
+            "num_interactions": 2,
+            "embedding_mlp": [1, 32, 2],
+            "radial_mlp": [1, 32, 1, False],
+            "interaction_mlp": [1, 32, 1, False],
+            "readout_mlp": [1, 64, 1, False],
+            "use_norm": True,
+        },
+        # small with twice the channels and l <= 2 node features: the training recipe's model
+        "medium": {
+            "l_max": 2,
+            "l_max_features": 2,
+            "channels": 16,
             "num_radial": 8,
             "pair_code_width": 32,
             "num_interactions": 2,

@@ -16,7 +16,7 @@ ATOMS_PER_BATCH = 45
 #: Model fields the recipe fills in per architecture; the config's ``model`` entries win.
 MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
     "nemp": {
-        "preset": "small",
+        "preset": "medium",  # small with 16 channels and l <= 2 node features
         "neighbor_norm": "constant",  # smooth at the cutoff (spec §2.10.9)
         "avg_num_neighbors": "auto",
     },
