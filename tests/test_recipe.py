@@ -134,3 +134,53 @@ def test_eval_names_the_frame_with_an_element_the_model_lacks(tmp_path, model_fa
     assert main(["eval", str(tmp_path / "model.safetensors"), str(tmp_path / "test.xyz")]) == 2
     error = capsys.readouterr().err
     assert "test.xyz, frame 2" in error and "Au" in error
+
+
+def nan_on_calls(monkeypatch: pytest.MonkeyPatch, bad: set[int] | None) -> None:
+    """Make the training loss NaN on the given calls of its penalty (every call if None)."""
+    from mlcalc.training import steps
+
+    real, calls = steps.penalty, [0]
+
+    def flaky(*args, **kwargs):
+        calls[0] += 1
+        out = real(*args, **kwargs)
+        return out * float("nan") if bad is None or calls[0] in bad else out
+
+    monkeypatch.setattr(steps, "penalty", flaky)
+
+
+def test_a_step_with_a_non_finite_loss_is_skipped(tmp_path: Path, monkeypatch, capsys):
+    write(tmp_path / "train.xyz", emt_frames(12))
+    config = TrainConfig(
+        train_file=str(tmp_path / "train.xyz"),
+        epochs=2,
+        batch_size=2,
+        threads=1,
+        output_dir=str(tmp_path / "run"),
+    )
+    nan_on_calls(monkeypatch, {3})  # energy, forces, stress per step: the 1st step's stress
+    result = train(config)
+    assert (
+        "epoch 0: skipped 1 of 6 steps with a non-finite loss or gradient"
+        in capsys.readouterr().out
+    )
+    assert result.epochs == 2 and np.isfinite(result.best_valid_loss)
+    calc = NEMPCalculator.from_checkpoint(result.model_path, device="cpu")
+    atoms = emt_frames(1)[0]
+    atoms.calc = calc
+    assert np.isfinite(atoms.get_forces()).all()
+
+
+def test_training_stops_after_many_non_finite_steps_in_a_row(tmp_path: Path, monkeypatch):
+    write(tmp_path / "train.xyz", emt_frames(50))
+    config = TrainConfig(
+        train_file=str(tmp_path / "train.xyz"),
+        epochs=1,
+        batch_size=2,
+        threads=1,
+        output_dir=str(tmp_path / "run"),
+    )
+    nan_on_calls(monkeypatch, None)
+    with pytest.raises(RuntimeError, match=r"training diverged: .* in 20 steps in a row"):
+        train(config)

@@ -16,6 +16,19 @@ from mlcalc.training.data import GraphDataset
 from mlcalc.training.loss import penalty, residuals
 from mlcalc.training.schedule import ExponentialMovingAverage
 
+#: Consecutive steps with a non-finite loss or gradient after which training stops.
+MAX_SKIPPED_IN_A_ROW = 20
+
+
+@dataclass
+class EpochSteps:
+    """What an epoch of :func:`train_epoch` did: mean loss of the steps taken, and how many
+    steps were taken and skipped (non-finite loss or gradients)."""
+
+    mean_loss: float
+    taken: int
+    skipped: int
+
 
 @dataclass
 class Processes:
@@ -63,9 +76,13 @@ def train_epoch(
     device: torch.device,
     config: TrainConfig,
     processes: Processes,
-) -> float:
-    """One epoch of optimiser steps on ``dataset`` with loss ``weights`` per label; returns the
-    mean loss per step."""
+) -> EpochSteps:
+    """One epoch of optimiser steps on ``dataset`` with loss ``weights`` per label.
+
+    A step whose loss or gradients are not finite (float32 overflow, a singular gradient) is
+    skipped: no optimiser or EMA update, so one bad step cannot turn the weights into NaN. After
+    :data:`MAX_SKIPPED_IN_A_ROW` skipped steps in a row the run stops with an error.
+    """
     compute_forces = dataset.has_forces and weights["forces"] > 0
     compute_stress = dataset.has_stress and weights["stress"] > 0
     batches = global_batches(len(dataset), epoch, config, processes)
@@ -76,7 +93,8 @@ def train_epoch(
         enabled=None if processes.main else False,
         leave=False,
     )
-    total_loss = 0.0
+    total_loss, taken, skipped, in_a_row = 0.0, 0, 0, 0
+    max_norm = math.inf if config.clip_grad is None else config.clip_grad
     model.train()
     for step, indices in enumerate(batches):
         global_counts = dataset.label_counts(indices)
@@ -95,20 +113,25 @@ def train_epoch(
         optimizer.zero_grad(set_to_none=True)
         # DDP averages gradients over processes; each process holds a part of the sum
         (loss * processes.world_size).backward()
-        if config.clip_grad is not None:
-            nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad, foreach=True)
-        optimizer.step()
-        ema.update()
+        # the same on every process: gradients are already averaged
+        norm = nn.utils.clip_grad_norm_(model.parameters(), max_norm, foreach=True)
         value = loss.detach()
         if processes.distributed:
             dist.all_reduce(value)
-        if not math.isfinite(float(value)):
-            raise RuntimeError(
-                f"training diverged: the loss is {float(value)} in epoch {epoch}, step "
-                f"{step}; lower lr or check the data"
-            )
-        total_loss += float(value)
-        progress.set_postfix_str(f"loss {total_loss / (step + 1):.4e}", refresh=False)
+        if math.isfinite(float(value)) and math.isfinite(float(norm)):
+            optimizer.step()
+            ema.update()
+            total_loss += float(value)
+            taken, in_a_row = taken + 1, 0
+        else:
+            skipped, in_a_row = skipped + 1, in_a_row + 1
+            if in_a_row >= MAX_SKIPPED_IN_A_ROW:
+                raise RuntimeError(
+                    f"training diverged: loss {float(value)}, gradient norm {float(norm)} in "
+                    f"{in_a_row} steps in a row (epoch {epoch}, step {step}); lower lr or "
+                    "check the data"
+                )
+        progress.set_postfix_str(f"loss {total_loss / max(1, taken):.4e}", refresh=False)
         progress.update()
     progress.close()
-    return total_loss / max(1, len(batches))
+    return EpochSteps(total_loss / max(1, taken), taken, skipped)

@@ -207,9 +207,15 @@ class Trainer:
             for group in optimizer.param_groups:
                 group["lr"] = lr
             weights = self._loss_weights(schedule.progress(epoch, budget_fraction))
-            train_loss = train_epoch(
+            steps = train_epoch(
                 trained, train_set, optimizer, ema, weights, epoch, device, config, self.processes
             )
+            train_loss = steps.mean_loss
+            if steps.skipped:
+                self._say(
+                    f"epoch {epoch}: skipped {steps.skipped} of {steps.taken + steps.skipped} "
+                    "steps with a non-finite loss or gradient"
+                )
             valid = self._validate(average, valid_set, device)
             valid_loss = self._weighted(valid, self._loss_weights(1.0))
             schedule.step(epoch, valid_loss)
