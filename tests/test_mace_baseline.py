@@ -75,7 +75,7 @@ def test_specs_copy_our_configs(dataset: str) -> None:
     assert spec["valid_fraction"] == 0.1 and spec["seed"] == 0 and spec["dtype"] == "float32"
     assert spec["threads"] == 1 and spec["max_time"] is not None
     # None: sized from the training frames by prepare(), as mlcalc train sizes its own
-    assert spec["batch_size"] == {"si": 4}.get(dataset)
+    assert spec["batch_size"] is None
     if dataset in ("water", "si"):
         assert spec["e0s"] == "fit"
     else:
