@@ -150,15 +150,20 @@ def nan_on_calls(monkeypatch: pytest.MonkeyPatch, bad: set[int] | None) -> None:
     monkeypatch.setattr(steps, "penalty", flaky)
 
 
-def test_a_step_with_a_non_finite_loss_is_skipped(tmp_path: Path, monkeypatch, capsys):
-    write(tmp_path / "train.xyz", emt_frames(12))
-    config = TrainConfig(
+def emt_config(tmp_path: Path, frames: int, epochs: int) -> TrainConfig:
+    """``frames`` EMT training frames, batches of 2, one thread."""
+    write(tmp_path / "train.xyz", emt_frames(frames))
+    return TrainConfig(
         train_file=str(tmp_path / "train.xyz"),
-        epochs=2,
+        epochs=epochs,
         batch_size=2,
         threads=1,
         output_dir=str(tmp_path / "run"),
     )
+
+
+def test_a_step_with_a_non_finite_loss_is_skipped(tmp_path: Path, monkeypatch, capsys):
+    config = emt_config(tmp_path, frames=12, epochs=2)
     nan_on_calls(monkeypatch, {3})  # energy, forces, stress per step: the 1st step's stress
     result = train(config)
     assert (
@@ -173,14 +178,7 @@ def test_a_step_with_a_non_finite_loss_is_skipped(tmp_path: Path, monkeypatch, c
 
 
 def test_training_stops_after_many_non_finite_steps_in_a_row(tmp_path: Path, monkeypatch):
-    write(tmp_path / "train.xyz", emt_frames(50))
-    config = TrainConfig(
-        train_file=str(tmp_path / "train.xyz"),
-        epochs=1,
-        batch_size=2,
-        threads=1,
-        output_dir=str(tmp_path / "run"),
-    )
+    config = emt_config(tmp_path, frames=50, epochs=1)
     nan_on_calls(monkeypatch, None)
     with pytest.raises(RuntimeError, match=r"training diverged: .* in 20 steps in a row"):
         train(config)

@@ -35,6 +35,21 @@ from mlcalc.models.charge import charge_spin_embedding, long_range_module
 from mlcalc.models.constants import ExactConstants
 from mlcalc.models.physics import conservative_outputs
 
+#: Fields of the spec's ``nemp-small`` preset (the defaults are ``nemp-default``).
+SMALL_PRESET: dict[str, Any] = {
+    "l_max": 2,
+    "l_max_features": 1,
+    "channels": 8,
+    "num_radial": 8,
+    "pair_code_width": 32,
+    "num_interactions": 2,
+    "embedding_mlp": [1, 32, 2],
+    "radial_mlp": [1, 32, 1, False],
+    "interaction_mlp": [1, 32, 1, False],
+    "readout_mlp": [1, 64, 1, False],
+    "use_norm": True,
+}
+
 
 @dataclasses.dataclass
 class NEMPConfig(ModelConfig):
@@ -84,33 +99,9 @@ class NEMPConfig(ModelConfig):
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "default": {},
-        "small": {
-            "l_max": 2,
-            "l_max_features": 1,
-            "channels": 8,
-            "num_radial": 8,
-            "pair_code_width": 32,
-            "num_interactions": 2,
-            "embedding_mlp": [1, 32, 2],
-            "radial_mlp": [1, 32, 1, False],
-            "interaction_mlp": [1, 32, 1, False],
-            "readout_mlp": [1, 64, 1, False],
-            "use_norm": True,
-        },
+        "small": SMALL_PRESET,
         # small with twice the channels and l <= 2 node features: the training recipe's model
-        "medium": {
-            "l_max": 2,
-            "l_max_features": 2,
-            "channels": 16,
-            "num_radial": 8,
-            "pair_code_width": 32,
-            "num_interactions": 2,
-            "embedding_mlp": [1, 32, 2],
-            "radial_mlp": [1, 32, 1, False],
-            "interaction_mlp": [1, 32, 1, False],
-            "readout_mlp": [1, 64, 1, False],
-            "use_norm": True,
-        },
+        "medium": {**SMALL_PRESET, "l_max_features": 2, "channels": 16},
         "3bpa": {
             "envelope_exponent": 2,
             "l_max": 3,
