@@ -19,9 +19,10 @@ random, tilted by up to 5°, shifted laterally by up to 1.5 Å, every atom then 
 whose SCF fails are dropped; the rest are split 80/10/10 (seeded) and cached as ``data.extxyz``
 under ``--out`` (keep it out of the repository).
 
-Three NEMP models (``small`` preset, float64, same frames, E0s, seed, cutoff and wall-clock
-budget; lr and force weight as ``bench/charged.py``; TrainConfig's batch of about 45 atoms, one
-72-atom frame) are trained with ``mlcalc.training.train`` on energies and forces:
+Three NEMP models (``medium`` preset, the recipe's model; float64, same frames, E0s, seed,
+cutoff and wall-clock budget; lr and force weight as ``bench/charged.py``; TrainConfig's batch
+of about 45 atoms, one 72-atom frame) are trained with ``mlcalc.training.train`` on energies
+and forces:
 
 * ``local``: no options;
 * ``long range``: ``long_range="coulomb"`` (it needs no ``charge_embedding``; charge 0);
@@ -273,7 +274,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=10000)
     parser.add_argument("--max-time", default=None, help="per variant, e.g. 8m")
     parser.add_argument("--batch-size", type=int, default=None, help="default: TrainConfig's")
-    parser.add_argument("--preset", default="small")
+    parser.add_argument("--preset", default="medium")
     parser.add_argument("--cutoff", type=float, default=5.0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
