@@ -461,6 +461,19 @@ def test_config_errors(tmp_path):
         TrainConfig.from_dict({"train_file": "x", "keep": "last"})
 
 
+def test_config_reads_numbers_that_yaml_leaves_as_text(tmp_path):
+    # YAML 1.1 reads 1e-3 (no dot, no exponent sign) as a string
+    path = tmp_path / "config.yaml"
+    path.write_text("train_file: x.xyz\nweight_decay: 1e-3\nlr: 2E-2\nepochs: 5.0\n")
+    config = TrainConfig.from_yaml(path)
+    assert config.weight_decay == 0.001 and config.lr == 0.02
+    assert config.epochs == 5 and isinstance(config.epochs, int)
+    with pytest.raises(ValueError, match="lr must be a number, got 'fast'"):
+        TrainConfig.from_dict({"train_file": "x", "lr": "fast"})
+    with pytest.raises(ValueError, match="epochs must be an integer, got 2.5"):
+        TrainConfig.from_dict({"train_file": "x", "epochs": 2.5})
+
+
 def test_shipped_configs_parse():
     configs = sorted((REPOSITORY / "examples" / "configs").glob("*.yaml"))
     assert configs

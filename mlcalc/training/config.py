@@ -128,6 +128,7 @@ class TrainConfig:
     output_dir: str = "training"
 
     def __post_init__(self) -> None:
+        self._read_numbers()
         if self.train_file is None:
             raise ValueError("train_file is required (a training data file)")
         if self.architecture not in ARCHITECTURES:
@@ -166,6 +167,19 @@ class TrainConfig:
                 if value is not None and float(value) < 0:
                     raise ValueError(f"{key} must be >= 0, got {value}")
         self.max_time_seconds()  # validates the format
+
+    def _read_numbers(self) -> None:
+        """Numbers given as text become numbers: YAML 1.1 reads ``1e-3`` as a string."""
+        for field in dataclasses.fields(self):
+            kind = _NUMBER_FIELDS.get(str(field.type))
+            value = getattr(self, field.name)
+            if kind is None or value is None:
+                continue
+            number = _as_number(value, kind)
+            if number is None:
+                expected = "an integer" if kind is int else "a number"
+                raise ValueError(f"{field.name} must be {expected}, got {value!r}")
+            setattr(self, field.name, number)
 
     def label_keys(self) -> LabelKeys:
         """Where the files hold labels, charge and spin."""
@@ -214,6 +228,31 @@ class TrainConfig:
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+#: The number-valued fields, by their annotation.
+_NUMBER_FIELDS: dict[str, type] = {
+    "float": float,
+    "float | None": float,
+    "int": int,
+    "int | None": int,
+}
+
+
+def _as_number(value: Any, kind: type) -> float | int | None:
+    """``value`` as ``kind`` (``"1e-3"`` -> 0.001, ``5.0`` -> 5), or ``None`` if it is not one."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            return None
+    if not isinstance(value, int | float):
+        return None
+    if kind is int:
+        return int(value) if float(value).is_integer() else None
+    return float(value)
 
 
 def _close(key: str, known: list[str]) -> str | None:
