@@ -470,7 +470,7 @@ def test_config_reads_numbers_that_yaml_leaves_as_text(tmp_path):
     assert config.epochs == 5 and isinstance(config.epochs, int)
     with pytest.raises(ValueError, match="lr must be a number, got 'fast'"):
         TrainConfig.from_dict({"train_file": "x", "lr": "fast"})
-    with pytest.raises(ValueError, match="epochs must be an integer, got 2.5"):
+    with pytest.raises(ValueError, match=r"epochs must be an integer, got 2\.5"):
         TrainConfig.from_dict({"train_file": "x", "epochs": 2.5})
 
 
