@@ -88,11 +88,13 @@ DATASETS: dict[str, tuple[str, str, str]] = {
         for name in ("Si", "Li", "Ge")
     },
 }
-MODELS = ("nemp", "nemp-small", "mlanet", "mace")
+MODELS = ("nemp", "nemp-small", "nemp-c32", "mlanet", "mace")
 #: Our models that are not the recipe's own: name -> (architecture, model fields of the config).
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     # the recipe's NEMP before 2026-12-01: the small preset (8 channels, l <= 1 features)
     "nemp-small": ("nemp", {"preset": "small"}),
+    # the recipe's medium preset with twice its channels (32)
+    "nemp-c32": ("nemp", {"channels": 32}),
 }
 _MACE_LINE = re.compile(
     r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) INFO: (Initial|Epoch (\d+)): head: [^,]*, "
@@ -361,6 +363,7 @@ def plot(records: Sequence[dict[str, Any]], prefix: str) -> list[Path]:
     colours = {
         "nemp": "tab:blue",
         "nemp-small": "tab:cyan",
+        "nemp-c32": "tab:purple",
         "mlanet": "tab:green",
         "mace": "tab:red",
     }
