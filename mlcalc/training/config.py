@@ -152,10 +152,10 @@ class TrainConfig:
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
         for name in ("batch_size", "epochs", "eval_batch_atoms"):
-            if getattr(self, name) is not None and int(getattr(self, name)) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("lr", "lr_min", "huber_delta", "lr_factor"):
-            if not float(getattr(self, name)) > 0:
+            if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.lr_min > self.lr:
             raise ValueError(f"lr_min ({self.lr_min}) is larger than lr ({self.lr})")
@@ -164,7 +164,7 @@ class TrainConfig:
         for name in ("energy_weight", "forces_weight", "stress_weight"):
             for key in (name, f"{name}_final"):
                 value = getattr(self, key)
-                if value is not None and float(value) < 0:
+                if value is not None and value < 0:
                     raise ValueError(f"{key} must be >= 0, got {value}")
         self.max_time_seconds()  # validates the format
 
