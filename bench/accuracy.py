@@ -17,8 +17,10 @@ given again (``--overwrite`` re-runs).
 
 Ours (``nemp``, ``mlanet``) is ``mlcalc train`` on a config that names only the data
 (``train_file``, ``test_file``, ``e0s``; ``architecture`` for MLANet): every other setting is
-``mlcalc.training.TrainConfig``'s default, the recipe a user gets; ``nemp-small`` (see
-:data:`VARIANTS`) adds only model fields. MACE is
+``mlcalc.training.TrainConfig``'s default, the recipe a user gets; the :data:`VARIANTS`
+(``nemp-small``, ``nemp-c32``, ``nemp-eager``) add model fields or one config key. Every run of
+ours compiles with an empty ``torch.compile`` cache of its own (``TORCHINDUCTOR_CACHE_DIR`` in
+its folder), as a user's first run does, with one compiler process. MACE is
 ``bench/mace_baseline.py`` on the same config. Equal on both sides: the training and
 validation frames (``valid_fraction`` and ``seed``, TrainConfig's defaults, split by
 ``mlcalc.training.data.split``), E0s (the isolated-atoms file, or a least-squares fit),
@@ -88,13 +90,16 @@ DATASETS: dict[str, tuple[str, str, str]] = {
         for name in ("Si", "Li", "Ge")
     },
 }
-MODELS = ("nemp", "nemp-small", "nemp-c32", "mlanet", "mace")
-#: Our models that are not the recipe's own: name -> (architecture, model fields of the config).
-VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+MODELS = ("nemp", "nemp-small", "nemp-c32", "nemp-eager", "mlanet", "mace")
+#: Our models that are not the recipe's own: name -> (architecture, model fields of the
+#: config, other config keys).
+VARIANTS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     # the recipe's NEMP before 2026-12-01: the small preset (8 channels, l <= 1 features)
-    "nemp-small": ("nemp", {"preset": "small"}),
+    "nemp-small": ("nemp", {"preset": "small"}, {}),
     # the recipe's medium preset with twice its channels (32)
-    "nemp-c32": ("nemp", {"channels": 32}),
+    "nemp-c32": ("nemp", {"channels": 32}, {}),
+    # the recipe with its training steps run eagerly (before 2026-12-01, or `compile: false`)
+    "nemp-eager": ("nemp", {}, {"compile": False}),
 }
 _MACE_LINE = re.compile(
     r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) INFO: (Initial|Epoch (\d+)): head: [^,]*, "
@@ -147,7 +152,11 @@ def write_config(dataset: str, model: str, path: Path) -> dict[str, str]:
     if model == "mlanet":
         config["architecture"] = "mlanet"
     if model in VARIANTS:
-        config["architecture"], config["model"] = VARIANTS[model]
+        architecture, fields, keys = VARIANTS[model]
+        config["architecture"] = architecture
+        if fields:
+            config["model"] = fields
+        config.update(keys)
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return config
 
@@ -193,6 +202,10 @@ def start(run: dict[str, Any], cache: Path) -> subprocess.Popen[bytes]:
     config = folder / "data.yaml"
     write_config(run["dataset"], run["model"], config)
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    # compiling counts in the budget: no cache of an earlier run's compiled graphs, and one
+    # compiler process (torch's default is one per core)
+    env["TORCHINDUCTOR_CACHE_DIR"] = str(folder / "inductor-cache")
+    env["TORCHINDUCTOR_COMPILE_THREADS"] = "1"
     run["command"] = run_command(run, config, cache)
     run["started"] = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     run["load_start"] = os.getloadavg()[0]
@@ -364,6 +377,7 @@ def plot(records: Sequence[dict[str, Any]], prefix: str) -> list[Path]:
         "nemp": "tab:blue",
         "nemp-small": "tab:cyan",
         "nemp-c32": "tab:purple",
+        "nemp-eager": "tab:olive",
         "mlanet": "tab:green",
         "mace": "tab:red",
     }

@@ -35,6 +35,7 @@ from mlcalc.training.data import (
 )
 from mlcalc.training.metrics import evaluate
 from mlcalc.training.schedule import LearningRateSchedule, scheduled_weight
+from mlcalc.training.trainer import typical_epoch_time
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 
@@ -446,6 +447,9 @@ def test_schedules():
     assert parse_duration(12) == 12
     with pytest.raises(ValueError, match="max_time"):
         parse_duration("soon")
+    # max_time is checked against the epochs after the first, which also compiles
+    epochs = [{"epoch_time_s": t} for t in (80.0, 2.0, 4.0)]
+    assert typical_epoch_time(epochs[:1]) == 80.0 and typical_epoch_time(epochs) == 3.0
 
 
 def test_config_errors(tmp_path):

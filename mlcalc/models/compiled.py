@@ -32,6 +32,25 @@ def padded_edge_count(num_edges: int) -> int:
     return -(-max(num_edges, 1) // granule) * granule
 
 
+def padded_edges(
+    graph: AtomicGraph, vectors: torch.Tensor, num_edges: int, cutoff: float
+) -> tuple[AtomicGraph, torch.Tensor]:
+    """``graph`` and its edge vectors ``[E, 3]`` (Å) padded to ``num_edges`` edges.
+
+    The padding edges run from atom 0 to itself with length ``2 cutoff`` (Å) and no cell
+    shift: beyond the cutoff, where every per-edge term of NEMP and MLANet is exactly zero.
+    """
+    extra = num_edges - graph.num_edges
+    if extra <= 0:
+        return graph, vectors
+    filler = vectors.new_zeros((extra, 3))
+    filler[:, 0] = 2.0 * cutoff
+    edge_index = torch.cat([graph.edge_index, graph.edge_index.new_zeros((2, extra))], dim=1)
+    shifts = torch.cat([graph.shifts, graph.shifts.new_zeros((extra, 3))])
+    padded = dataclasses.replace(graph, edge_index=edge_index, shifts=shifts)
+    return padded, torch.cat([vectors, filler])
+
+
 class CompiledAtomicEnergies:
     """``(graph, vectors [E, 3]) → [N]`` atomic energies (eV), compiled once per shape bucket.
 
@@ -70,14 +89,7 @@ class CompiledAtomicEnergies:
         num_edges = vectors.shape[0]
         if not self.runs_compiled(num_edges):
             return self.eager(graph, vectors)
-        padded = padded_edge_count(num_edges)
-        if padded > num_edges:
-            filler = vectors.new_zeros((padded - num_edges, 3))
-            filler[:, 0] = 2.0 * self.cutoff
-            vectors = torch.cat([vectors, filler])
-            edge_index = graph.edge_index.new_zeros((2, padded))
-            edge_index[:, :num_edges] = graph.edge_index
-            graph = dataclasses.replace(graph, edge_index=edge_index)
+        graph, vectors = padded_edges(graph, vectors, padded_edge_count(num_edges), self.cutoff)
         try:
             with warnings.catch_warnings():
                 # dynamo's tracing reads .grad of non-leaf tensors (a torch-internal warning)

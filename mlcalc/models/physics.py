@@ -109,3 +109,37 @@ def conservative_outputs(
     if compute_stress:
         out.update(stress_and_virial(grads[-1], graph))
     return out
+
+
+def outputs_from_edge_gradients(
+    node_energy: torch.Tensor,
+    edge_gradient: torch.Tensor,
+    vectors: torch.Tensor,
+    graph: AtomicGraph,
+    compute_stress: bool = False,
+) -> dict[str, torch.Tensor]:
+    """What :func:`conservative_outputs` returns, from the derivatives of the energy with
+    respect to the edge vectors (for energies that depend on the positions only through them).
+
+    Args:
+        node_energy: ``[N]`` atomic energies (eV).
+        edge_gradient: ``[E, 3]`` ``dE/dr_ij`` (eV/Å) of the edge vectors ``vectors [E, 3]``
+            (Å) of ``graph``.
+        compute_stress: add ``stress`` and ``virial``; the strain ``eps`` moves every edge
+            vector to ``r (I + eps)``, so ``dE/d eps = sum_ij r_ij ⊗ dE/dr_ij`` per graph.
+    """
+    centre, neighbor = graph.edge_index[0], graph.edge_index[1]
+    energy = node_energy.new_zeros(graph.num_graphs).index_add_(0, graph.batch, node_energy)
+    # r_ij = x_j - x_i + shift: dE/dx_j gains dE/dr_ij, dE/dx_i loses it
+    forces = (
+        edge_gradient.new_zeros((graph.num_atoms, 3))
+        .index_add_(0, centre, edge_gradient)
+        .index_add_(0, neighbor, -edge_gradient)
+    )
+    out = {"node_energy": node_energy, "energy": energy, "forces": forces}
+    if compute_stress:
+        per_edge = vectors[:, :, None] * edge_gradient[:, None, :]
+        edge_graph = graph.batch.index_select(0, centre)
+        moment = per_edge.new_zeros((graph.num_graphs, 3, 3)).index_add_(0, edge_graph, per_edge)
+        out.update(stress_and_virial(0.5 * (moment + moment.transpose(1, 2)), graph))
+    return out

@@ -68,7 +68,7 @@ class TrainConfig:
             weights are validated and written.
         epochs: maximum number of epochs (default: 100, or no limit when ``max_time`` is
             given); max_time: wall-clock budget (``"30m"``, ``"2h"``, seconds), checked before
-            each epoch against the mean epoch time.
+            each epoch against the mean time of the epochs after the first (which also compiles).
         early_stopping_patience: stop after this many epochs without a better validation loss.
         keep: the run's model, scored on the test set: ``"final"`` (the EMA weights after the
             last epoch, ``final.safetensors``) or ``"best"`` (the lowest validation loss,
@@ -77,6 +77,10 @@ class TrainConfig:
         device: ``"cpu"``, ``"cuda"`` (default: CUDA when available); dtype: ``"float32"`` or
             ``"float64"``.
         threads: torch intra-op threads per process (default: torch's).
+        compile: compile the training steps (:mod:`mlcalc.training.compiled`): ``True``,
+            ``False`` or ``"auto"`` (the default: when every training structure has the same
+            number of atoms, the model can be traced, one process trains and the run is long
+            enough to repay about a minute of compiling).
         eval_batch_atoms: atoms per batch when scoring validation and test sets.
         output_dir: where ``best.safetensors``, ``training_state.pt``, ``config.yaml`` and
             ``metrics.csv`` go.
@@ -124,6 +128,7 @@ class TrainConfig:
     device: str | None = None
     dtype: str = "float32"
     threads: int | None = None
+    compile: bool | str = "auto"
     eval_batch_atoms: int = 2048
     output_dir: str = "training"
 
@@ -149,6 +154,8 @@ class TrainConfig:
             raise ValueError(f"scheduler must be one of {', '.join(SCHEDULERS)}")
         if self.keep not in KEEP_CHOICES:
             raise ValueError(f"keep must be one of {', '.join(KEEP_CHOICES)}, got {self.keep!r}")
+        if self.compile not in (True, False, "auto"):
+            raise ValueError(f"compile must be true, false or 'auto', got {self.compile!r}")
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
         for name in ("batch_size", "epochs", "eval_batch_atoms"):

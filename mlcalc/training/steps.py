@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -76,8 +77,12 @@ def train_epoch(
     device: torch.device,
     config: TrainConfig,
     processes: Processes,
+    forward: Callable[..., dict[str, torch.Tensor]] | None = None,
 ) -> EpochSteps:
     """One epoch of optimiser steps on ``dataset`` with loss ``weights`` per label.
+
+    ``forward`` computes the outputs in place of ``model``'s own call (a compiled step,
+    :class:`mlcalc.training.compiled.CompiledTrainingForward`); ``model`` is what is trained.
 
     A step whose loss or gradients are not finite (float32 overflow, a singular gradient) is
     skipped: no optimiser or EMA update, so one bad step cannot turn the weights into NaN. After
@@ -99,7 +104,7 @@ def train_epoch(
     for step, indices in enumerate(batches):
         global_counts = dataset.label_counts(indices)
         local = dataset.batch(indices[processes.rank :: processes.world_size]).to(device)
-        outputs = model(
+        outputs = (forward or model)(
             local.graph,
             compute_forces=compute_forces,
             compute_stress=compute_stress,

@@ -34,6 +34,7 @@ from torch import nn
 
 from mlcalc.atomic import atomic_path, write_text_atomic
 from mlcalc.models import DTYPES, AtomisticModel, save_checkpoint
+from mlcalc.training.compiled import training_forward
 from mlcalc.training.config import TrainConfig
 from mlcalc.training.data import GraphDataset
 from mlcalc.training.loss import LABELS
@@ -56,6 +57,13 @@ from mlcalc.training.steps import Processes, train_epoch
 STATE_FILE = "training_state.pt"
 BEST_FILE = "best.safetensors"
 FINAL_FILE = "final.safetensors"
+
+
+def typical_epoch_time(history: list[dict[str, float]]) -> float:
+    """Seconds the next epoch is expected to take: the mean of the epochs after the first
+    (which also compiles the training steps and warms up), else the first's."""
+    times = [row["epoch_time_s"] for row in history]
+    return sum(times[1:]) / (len(times) - 1) if len(times) > 1 else times[0]
 
 
 @dataclass
@@ -191,14 +199,15 @@ class Trainer:
                 device_ids=[device.index] if device.type == "cuda" else None,
                 find_unused_parameters=True,
             )
+        forward, how = training_forward(model, train_set, config, self.processes.distributed)
+        self._say(how)
         budget = config.max_time_seconds()
         stop_reason = f"reached {config.epochs} epochs"
         epoch = start_epoch - 1
         for epoch in range(start_epoch, config.epochs):
             budget_fraction = 0.0 if budget is None else elapsed / budget
             if budget is not None and history:
-                mean_epoch = elapsed / len(history)
-                if elapsed + mean_epoch > budget:
+                if elapsed + typical_epoch_time(history) > budget:
                     stop_reason = f"max_time {config.max_time} reached"
                     epoch -= 1
                     break
@@ -208,7 +217,16 @@ class Trainer:
                 group["lr"] = lr
             weights = self._loss_weights(schedule.progress(epoch, budget_fraction))
             steps = train_epoch(
-                trained, train_set, optimizer, ema, weights, epoch, device, config, self.processes
+                trained,
+                train_set,
+                optimizer,
+                ema,
+                weights,
+                epoch,
+                device,
+                config,
+                self.processes,
+                forward,
             )
             train_loss = steps.mean_loss
             if steps.skipped:

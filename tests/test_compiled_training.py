@@ -1,0 +1,184 @@
+"""Compiled training steps (``mlcalc.training.compiled``) give the eager model's outputs and
+weight gradients, fall back to eager where they cannot be had, and are chosen as documented."""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from ase.build import bulk
+from ase.calculators.emt import EMT
+
+from mlcalc.models import MLANet, MLANetConfig
+from mlcalc.training import TrainConfig, train
+from mlcalc.training import compiled as compiled_module
+from mlcalc.training.compiled import (
+    CompiledTrainingForward,
+    edge_capacity,
+    training_forward,
+    untraceable_reason,
+)
+from mlcalc.training.data import Batch, GraphDataset, LabeledStructure
+from mlcalc.training.loss import residuals
+
+ELEMENTS = ["Al", "Cu"]
+
+
+def cu6al2_frames(count: int, seed: int = 0) -> list[LabeledStructure]:
+    """Rattled, strained Cu6Al2 cells (one composition: one batch shape) with EMT labels."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for k in range(count):
+        atoms = bulk("Cu", "fcc", a=3.6, cubic=True) * (1, 1, 2)
+        atoms.symbols[[1, 6]] = "Al"
+        atoms.set_cell(atoms.cell * (1 + rng.uniform(-0.03, 0.03)), scale_atoms=True)
+        atoms.rattle(0.1, seed=seed * 100 + k)
+        atoms.calc = EMT()
+        energy, forces, stress = (
+            atoms.get_potential_energy(),
+            atoms.get_forces(),
+            atoms.get_stress(voigt=False),
+        )
+        atoms.calc = None
+        frames.append(LabeledStructure(atoms, energy, forces, stress, f"cu6al2:{k}"))
+    return frames
+
+
+def tiny_model(architecture: str, model_factory):
+    if architecture == "nemp":
+        return model_factory(elements=ELEMENTS, num_interactions=1)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        config = MLANetConfig(
+            elements=ELEMENTS,
+            cutoff=4.0,
+            channels=8,
+            lmax=1,
+            num_heads=2,
+            num_interactions=1,
+            readout_channels=8,
+            energy_mlp_hidden=[16],
+            force_mode="conservative",
+        )
+        model = MLANet(config).double()
+    model.set_energy_reference({"Al": -1.5, "Cu": -2.0}, energy_scale=0.7)
+    return model
+
+
+def loss_and_gradients(forward, model, batch: Batch) -> tuple[dict, list[torch.Tensor]]:
+    """Outputs of ``forward`` and the weight gradients of an energy + force + stress loss."""
+    model.zero_grad(set_to_none=True)
+    outputs = forward(batch.graph, compute_forces=True, compute_stress=True, training=True)
+    loss = sum(r.square().sum() for r in residuals(outputs, batch).values())
+    loss.backward()
+    grads = [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in model.parameters()]
+    return outputs, grads
+
+
+@pytest.mark.parametrize("architecture", ["nemp", "mlanet"])
+def test_compiled_step_equals_eager(architecture, model_factory):
+    model = tiny_model(architecture, model_factory)
+    dataset = GraphDataset(cu6al2_frames(5), model.cutoff, model.elements, torch.float64)
+    forward = CompiledTrainingForward(model, edge_capacity(dataset, 2), batch_size=2)
+    # two batches of one shape (different edges), then a shorter one that runs eagerly
+    for indices in ([0, 1], [2, 3], [4]):
+        batch = dataset.batch(indices)
+        expected, expected_grads = loss_and_gradients(model, model, batch)
+        got, grads = loss_and_gradients(forward, model, batch)
+        for key in ("energy", "forces", "stress"):
+            torch.testing.assert_close(got[key], expected[key], atol=1e-9, rtol=1e-9, msg=key)
+        for name, g, e in zip(dict(model.named_parameters()), grads, expected_grads, strict=True):
+            torch.testing.assert_close(g, e, atol=1e-8, rtol=1e-7, msg=name)
+    assert len(forward.graphs) == 1  # compiled once, reused for the second batch
+    assert not forward.failed
+
+
+def test_a_failed_compilation_falls_back_to_eager(model_factory, monkeypatch):
+    model = tiny_model("nemp", model_factory)
+    dataset = GraphDataset(cu6al2_frames(2), model.cutoff, model.elements, torch.float64)
+    forward = CompiledTrainingForward(model, edge_capacity(dataset, 2), batch_size=2)
+
+    def no_compiler(*args, **kwargs):
+        raise RuntimeError("no C++ compiler")
+
+    monkeypatch.setattr(compiled_module.torch, "compile", no_compiler)
+    batch = dataset.batch([0, 1])
+    with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler.*training eagerly"):
+        got = forward(batch.graph, compute_forces=True, compute_stress=True)
+    expected = model(batch.graph, compute_forces=True, compute_stress=True, training=True)
+    torch.testing.assert_close(got["forces"], expected["forces"])
+    assert forward.failed and not forward.runs_compiled(batch.graph, True)
+
+
+def test_compile_auto_compiles_only_where_it_pays(model_factory, tmp_path):
+    model = tiny_model("nemp", model_factory)
+    frames = cu6al2_frames(4)
+    dataset = GraphDataset(frames, model.cutoff, model.elements, torch.float64)
+
+    def decide(data=dataset, distributed=False, test_model=model, **keys):
+        values = {"train_file": "train.xyz", "batch_size": 2, "output_dir": str(tmp_path), **keys}
+        return training_forward(test_model, data, TrainConfig.from_dict(values), distributed)
+
+    forward, line = decide(max_time="5m")
+    assert isinstance(forward, CompiledTrainingForward) and "compiled" in line
+    assert forward.edge_capacity == edge_capacity(dataset, 2) and forward.batch_size == 2
+    assert decide(max_time="5m", compile=False) == (
+        None,
+        "training steps run eagerly (compile: false)",
+    )
+    assert "under 240 s" in decide(max_time="2m")[1]
+    assert "fewer than 5000 steps" in decide(epochs=100)[1]
+    assert isinstance(decide(epochs=100, compile=True)[0], CompiledTrainingForward)
+    assert "data-parallel" in decide(max_time="1h", distributed=True)[1]
+    # structures of two sizes: no single shape for the full batches
+    bigger = dataclasses.replace(frames[0], atoms=frames[0].atoms * (2, 1, 1))
+    mixed = GraphDataset([*frames, bigger], model.cutoff, model.elements, torch.float64)
+    assert "differ in size" in decide(data=mixed, max_time="1h")[1]
+    # a model with a long-range term reads the structures directly: not traceable
+    coulomb = model_factory(elements=ELEMENTS, long_range="coulomb")
+    assert untraceable_reason(coulomb) is not None
+    assert "long-range" in decide(test_model=coulomb, max_time="1h")[1]
+    with pytest.raises(ValueError, match=r"compile: true cannot be had.*long-range"):
+        decide(test_model=coulomb, compile=True)
+    direct = MLANet(MLANetConfig(elements=ELEMENTS, force_mode="direct"))
+    assert "not derivatives" in untraceable_reason(direct)
+    with pytest.raises(ValueError, match="compile must be true, false or 'auto'"):
+        TrainConfig.from_dict({"train_file": "x.xyz", "compile": "yes"})
+
+
+def test_training_with_compile_true_equals_eager_training(tmp_path, model_factory):
+    from ase.io import write
+
+    frames = cu6al2_frames(12, seed=3)
+    atoms = []
+    for frame in frames:
+        copy = frame.atoms.copy()
+        copy.info["energy"] = frame.energy
+        copy.arrays["forces"] = frame.forces
+        copy.info["stress"] = frame.stress
+        atoms.append(copy)
+    write(tmp_path / "train.xyz", atoms)
+    losses = {}
+    for setting in (False, True):
+        config = TrainConfig.from_dict(
+            {
+                "train_file": str(tmp_path / "train.xyz"),
+                "valid_fraction": 0.25,
+                "model": {"preset": "small", "cutoff": 4.0, "num_interactions": 1},
+                "batch_size": 3,
+                "epochs": 3,
+                "dtype": "float64",
+                "threads": 1,
+                "compile": setting,
+                "output_dir": str(tmp_path / f"compile-{setting}"),
+            }
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)  # no fallback to eager
+            train(config)
+        rows = (tmp_path / f"compile-{setting}" / "metrics.csv").read_text().splitlines()[1:]
+        losses[setting] = [float(row.split(",")[2]) for row in rows]
+    np.testing.assert_allclose(losses[True], losses[False], rtol=1e-7)
