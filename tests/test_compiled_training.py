@@ -96,6 +96,21 @@ def test_compiled_step_equals_eager(architecture, model_factory):
     assert not forward.failed
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_compiled_step_equals_eager_on_cuda(model_factory):
+    model = tiny_model("nemp", model_factory).to("cuda")
+    dataset = GraphDataset(cu6al2_frames(4), model.cutoff, model.elements, torch.float64)
+    forward = CompiledTrainingForward(model, edge_capacity(dataset, 2), batch_size=2)
+    for indices in ([0, 1], [2, 3]):
+        batch = dataset.batch(indices).to("cuda")
+        expected, expected_grads = loss_and_gradients(model, model, batch)
+        got, grads = loss_and_gradients(forward, model, batch)
+        torch.testing.assert_close(got["forces"], expected["forces"], atol=1e-9, rtol=1e-9)
+        for g, e in zip(grads, expected_grads, strict=True):
+            torch.testing.assert_close(g, e, atol=1e-8, rtol=1e-7)
+    assert len(forward.graphs) == 1 and not forward.failed
+
+
 def test_a_failed_compilation_falls_back_to_eager(model_factory, monkeypatch):
     model = tiny_model("nemp", model_factory)
     dataset = GraphDataset(cu6al2_frames(2), model.cutoff, model.elements, torch.float64)
