@@ -46,6 +46,9 @@ GRAPH_FIELDS: tuple[str, ...] = (
     "pbc",
     "batch",
 )
+#: ``torch.compile`` backend of the traced graphs (``"aot_eager"`` runs the same graph through
+#: AOTAutograd without generating code: quick to build, for tests).
+BACKEND = "inductor"
 #: Batch shapes compiled per run; batches of other shapes run eagerly.
 MAX_SHAPES = 2
 #: ``compile: auto`` compiles runs of at least this ``max_time`` (s) or, without one, of at
@@ -165,7 +168,7 @@ class CompiledTrainingForward:
         with torch.enable_grad():
             traced = make_fx(self._energy_and_gradient)(*args)
         _remove_detaches(traced)
-        return torch.compile(traced, dynamic=False)
+        return torch.compile(traced, backend=BACKEND, dynamic=False)
 
     def __call__(
         self,
