@@ -52,7 +52,7 @@ BACKEND = "inductor"
 #: Batch shapes compiled per run; batches of other shapes run eagerly.
 MAX_SHAPES = 2
 #: ``compile: auto`` compiles runs of at least this ``max_time`` (s) or, without one, of at
-#: least :data:`AUTO_MIN_STEPS` steps: compiling costs about a minute on one CPU thread.
+#: least :data:`AUTO_MIN_STEPS` steps: compiling costs one to two minutes on one CPU thread.
 AUTO_MIN_SECONDS = 240.0
 AUTO_MIN_STEPS = 5000
 
@@ -76,7 +76,10 @@ def _remove_detaches(traced: torch.fx.GraphModule) -> None:
     in SiLU) as detached aliases and re-attaches their history when it unpacks them; ``make_fx``
     records only the ``detach``, which would cut the weights' dependence of the force terms
     when the traced graph is differentiated again. The models have no ``detach`` of their own
-    in the traced part (the one of the edge vectors goes too: they are inputs).
+    in the traced part (the one of the edge vectors goes too: they are inputs); MLANet's
+    softmax shift, computed under ``no_grad``, is traced as a differentiable operation, which
+    changes nothing since the softmax does not depend on it (the tests compare the weight
+    gradients with the eager ones).
     """
     for node in list(traced.graph.nodes):
         if node.op == "call_function" and node.target == torch.ops.aten.detach.default:
