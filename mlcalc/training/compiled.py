@@ -160,12 +160,16 @@ class CompiledTrainingForward:
 
     def runs_compiled(self, graph: AtomicGraph, compute_stress: bool) -> bool:
         """Whether a step on ``graph`` takes a compiled graph (compiling it if it is new)."""
+        return self._compiled_key(graph, compute_stress) is not None
+
+    def _compiled_key(self, graph: AtomicGraph, compute_stress: bool) -> tuple[Any, ...] | None:
+        """The :meth:`shape_key` of a step that takes a compiled graph, else ``None``."""
         if self.failed or graph.num_edges > self.edge_capacity:
-            return False
+            return None
         if self.batch_size is not None and graph.num_graphs != self.batch_size:
-            return False
+            return None
         key = self.shape_key(graph, compute_stress)
-        return key in self.graphs or len(self.graphs) < MAX_SHAPES
+        return key if key in self.graphs or len(self.graphs) < MAX_SHAPES else None
 
     def _compile(self, args: Sequence[Any]) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
         with torch.enable_grad():
@@ -180,14 +184,14 @@ class CompiledTrainingForward:
         compute_stress: bool = False,
         training: bool = True,
     ) -> dict[str, torch.Tensor]:
-        if not (training and compute_forces and self.runs_compiled(graph, compute_stress)):
+        key = self._compiled_key(graph, compute_stress) if training and compute_forces else None
+        if key is None:
             return self.model(graph, compute_forces, compute_stress, training)
         vectors = edge_vectors(
             graph.positions, graph.cell, graph.shifts, graph.edge_index, graph.batch
         )
         padded, padded_vectors = padded_edges(graph, vectors, self.edge_capacity, self.model.cutoff)
         fields = [getattr(padded, name) for name in GRAPH_FIELDS]
-        key = self.shape_key(graph, compute_stress)
         try:
             with warnings.catch_warnings():
                 warnings.filterwarnings(
