@@ -80,7 +80,7 @@ class TrainConfig:
         compile: compile the training steps (:mod:`mlcalc.training.compiled`): ``True``,
             ``False`` or ``"auto"`` (the default: when every training structure has the same
             number of atoms, the model can be traced, one process trains and the run is long
-            enough to repay about a minute of compiling).
+            enough to repay one to two minutes of compiling).
         eval_batch_atoms: atoms per batch when scoring validation and test sets.
         output_dir: where ``best.safetensors``, ``training_state.pt``, ``config.yaml`` and
             ``metrics.csv`` go.
