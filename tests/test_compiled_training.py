@@ -17,6 +17,7 @@ from mlcalc.training import TrainConfig, train
 from mlcalc.training import compiled as compiled_module
 from mlcalc.training.compiled import (
     CompiledTrainingForward,
+    batch_shapes,
     edge_capacity,
     training_forward,
     untraceable_reason,
@@ -45,6 +46,16 @@ def cu6al2_frames(count: int, seed: int = 0) -> list[LabeledStructure]:
         atoms.calc = None
         frames.append(LabeledStructure(atoms, energy, forces, stress, f"cu6al2:{k}"))
     return frames
+
+
+def supercell(frame: LabeledStructure, repeat: int) -> LabeledStructure:
+    """``frame`` repeated ``repeat`` times along a, with its labels repeated to match."""
+    return dataclasses.replace(
+        frame,
+        atoms=frame.atoms * (repeat, 1, 1),
+        energy=frame.energy * repeat,
+        forces=np.tile(frame.forces, (repeat, 1)),
+    )
 
 
 def tiny_model(architecture: str, model_factory):
@@ -101,6 +112,26 @@ def test_compiled_step_equals_eager(architecture, backend, model_factory, monkey
     assert not forward.failed
 
 
+def test_batches_of_one_structure_compile_per_size(model_factory, monkeypatch):
+    monkeypatch.setattr(compiled_module, "BACKEND", "aot_eager")  # inductor: tested above
+    model = tiny_model("nemp", model_factory)
+    frames = cu6al2_frames(3)
+    bigger, biggest = (supercell(frames[k], n) for k, n in ((0, 2), (1, 3)))
+    dataset = GraphDataset([*frames, bigger, biggest], model.cutoff, model.elements, torch.float64)
+    shapes = batch_shapes(dataset, 1, len(model.elements))
+    capacities = {shape: edges for shape, (_, edges) in list(shapes.items())[:2]}
+    forward = CompiledTrainingForward(model, capacities, batch_size=1)
+    for index, compiles in ((0, True), (3, True), (4, False), (1, True)):
+        batch = dataset.batch([index])
+        assert forward.runs_compiled(batch.graph, True) is compiles
+        expected, expected_grads = loss_and_gradients(model, model, batch)
+        got, grads = loss_and_gradients(forward, model, batch)
+        torch.testing.assert_close(got["forces"], expected["forces"], atol=1e-9, rtol=1e-9)
+        for g, e in zip(grads, expected_grads, strict=True):
+            torch.testing.assert_close(g, e, atol=1e-8, rtol=1e-7)
+    assert len(forward.graphs) == 2 and not forward.failed
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_compiled_step_equals_eager_on_cuda(model_factory):
     model = tiny_model("nemp", model_factory).to("cuda")
@@ -144,7 +175,9 @@ def test_compile_auto_compiles_only_where_it_pays(model_factory, tmp_path):
 
     forward, line = decide(max_time="5m")
     assert isinstance(forward, CompiledTrainingForward) and "compiled" in line
-    assert forward.edge_capacity == edge_capacity(dataset, 2) and forward.batch_size == 2
+    # one shape: two Cu6Al2 cells (species in the model's order, Al then Cu)
+    assert forward.edge_capacity == {(16, (4, 12)): edge_capacity(dataset, 2)}
+    assert forward.batch_size == 2
     assert decide(max_time="5m", compile=False) == (
         None,
         "training steps run eagerly (compile: false)",
@@ -154,9 +187,20 @@ def test_compile_auto_compiles_only_where_it_pays(model_factory, tmp_path):
     assert isinstance(decide(epochs=100, compile=True)[0], CompiledTrainingForward)
     assert "data-parallel" in decide(max_time="1h", distributed=True)[1]
     # structures of two sizes: no single shape for the full batches
-    bigger = dataclasses.replace(frames[0], atoms=frames[0].atoms * (2, 1, 1))
-    mixed = GraphDataset([*frames, bigger], model.cutoff, model.elements, torch.float64)
+    mixed = GraphDataset(
+        [*frames, supercell(frames[0], 2)], model.cutoff, model.elements, torch.float64
+    )
     assert "differ in size" in decide(data=mixed, max_time="1h")[1]
+    # one structure per batch: a shape per size, each compiled if its share of max_time pays
+    shapes = batch_shapes(mixed, 1, len(ELEMENTS))
+    assert list(shapes) == [(8, (2, 6)), (16, (4, 12))]  # most frequent first
+    assert shapes[(8, (2, 6))] == (0.8, max(g.num_edges for g in dataset.graphs))
+    assert shapes[(16, (4, 12))] == (0.2, mixed.graphs[-1].num_edges)
+    forward, line = decide(data=mixed, batch_size=1, max_time="30m")
+    assert set(forward.edge_capacity) == set(shapes) and "8 and 16 atoms (100 %" in line
+    forward, line = decide(data=mixed, batch_size=1, max_time="5m")  # 0.2 x 5 min < 240 s
+    assert set(forward.edge_capacity) == {(8, (2, 6))} and "8 atoms (80 %" in line
+    assert "under 240 s for each batch shape" in decide(data=mixed, batch_size=1, max_time="4m")[1]
     # a model with a long-range term reads the structures directly: not traceable
     coulomb = model_factory(elements=ELEMENTS, long_range="coulomb")
     assert untraceable_reason(coulomb) is not None

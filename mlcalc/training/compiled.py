@@ -14,13 +14,14 @@ each *batch shape*: atoms, structures, atoms per species and whether stress is a
 Edges are padded up to a fixed capacity as for inference
 (:func:`mlcalc.models.compiled.padded_edges`: edges beyond the cutoff, where every term is
 exactly zero). A data set whose structures all have one size gives one shape for every full
-batch; other batches run eagerly.
+batch; with one structure per batch, a data set of several sizes gives one shape per size, and
+the most frequent of them are compiled (:func:`batch_shapes`). Other batches run eagerly.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -51,10 +52,15 @@ GRAPH_FIELDS: tuple[str, ...] = (
 BACKEND = "inductor"
 #: Batch shapes compiled per run; batches of other shapes run eagerly.
 MAX_SHAPES = 2
-#: ``compile: auto`` compiles runs of at least this ``max_time`` (s) or, without one, of at
-#: least :data:`AUTO_MIN_STEPS` steps: compiling costs one to two minutes on one CPU thread.
+#: ``compile: auto`` compiles a batch shape whose steps take at least this much of
+#: ``max_time`` (s) or, without one, at least :data:`AUTO_MIN_STEPS` steps: compiling one
+#: shape costs one to two minutes on one CPU thread.
 AUTO_MIN_SECONDS = 240.0
 AUTO_MIN_STEPS = 5000
+
+#: What a compiled graph fixes of a batch besides its structure count: ``(atoms, atoms per
+#: species)``.
+BatchShape = tuple[int, tuple[int, ...]]
 
 
 def untraceable_reason(model: AtomisticModel) -> str | None:
@@ -108,8 +114,10 @@ class CompiledTrainingForward:
 
     Args:
         model: a model for which :func:`untraceable_reason` is ``None``.
-        edge_capacity: edges every traced batch is padded to (at least the most any batch has);
-            batches with more run eagerly.
+        edge_capacity: edges a traced batch is padded to; batches with more run eagerly. One
+            number: the first :data:`MAX_SHAPES` batch shapes met are compiled, all padded to
+            it. A mapping (:func:`batch_shapes`): only its batch shapes are compiled, each
+            padded to its own capacity.
         batch_size: structures of the batches that are compiled (``None``: any); the shorter
             last batch of an epoch runs eagerly rather than costing a compilation.
 
@@ -119,7 +127,10 @@ class CompiledTrainingForward:
     """
 
     def __init__(
-        self, model: AtomisticModel, edge_capacity: int, batch_size: int | None = None
+        self,
+        model: AtomisticModel,
+        edge_capacity: int | Mapping[BatchShape, int],
+        batch_size: int | None = None,
     ) -> None:
         reason = untraceable_reason(model)
         if reason is not None:
@@ -127,7 +138,11 @@ class CompiledTrainingForward:
                 f"cannot compile training steps of this {model.architecture}: {reason}"
             )
         self.model = model
-        self.edge_capacity = int(edge_capacity)
+        self.edge_capacity: int | dict[BatchShape, int] = (
+            int(edge_capacity)
+            if isinstance(edge_capacity, int)
+            else {shape: int(edges) for shape, edges in edge_capacity.items()}
+        )
         self.batch_size = batch_size
         self.energies = _EnergiesOfEdges(model)
         self.names = [name for name, _ in self.energies.named_parameters()]
@@ -162,14 +177,28 @@ class CompiledTrainingForward:
         """Whether a step on ``graph`` takes a compiled graph (compiling it if it is new)."""
         return self._compiled_key(graph, compute_stress) is not None
 
-    def _compiled_key(self, graph: AtomicGraph, compute_stress: bool) -> tuple[Any, ...] | None:
-        """The :meth:`shape_key` of a step that takes a compiled graph, else ``None``."""
-        if self.failed or graph.num_edges > self.edge_capacity:
+    def capacity(self, key: tuple[Any, ...]) -> int | None:
+        """Edges a batch of :meth:`shape_key` ``key`` is padded to (``None``: not compiled)."""
+        if isinstance(self.edge_capacity, int):
+            return self.edge_capacity
+        return self.edge_capacity.get((key[0], key[2]))
+
+    def _compiled_key(
+        self, graph: AtomicGraph, compute_stress: bool
+    ) -> tuple[tuple[Any, ...], int] | None:
+        """The :meth:`shape_key` and edge capacity of a step that takes a compiled graph, else
+        ``None``."""
+        if self.failed:
             return None
         if self.batch_size is not None and graph.num_graphs != self.batch_size:
             return None
         key = self.shape_key(graph, compute_stress)
-        return key if key in self.graphs or len(self.graphs) < MAX_SHAPES else None
+        capacity = self.capacity(key)
+        if capacity is None or graph.num_edges > capacity:
+            return None
+        if key not in self.graphs and len(self.graphs) >= MAX_SHAPES:
+            return None
+        return key, capacity
 
     def _compile(self, args: Sequence[Any]) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
         with torch.enable_grad():
@@ -184,13 +213,16 @@ class CompiledTrainingForward:
         compute_stress: bool = False,
         training: bool = True,
     ) -> dict[str, torch.Tensor]:
-        key = self._compiled_key(graph, compute_stress) if training and compute_forces else None
-        if key is None:
+        compiled = (
+            self._compiled_key(graph, compute_stress) if training and compute_forces else None
+        )
+        if compiled is None:
             return self.model(graph, compute_forces, compute_stress, training)
+        key, capacity = compiled
         vectors = edge_vectors(
             graph.positions, graph.cell, graph.shifts, graph.edge_index, graph.batch
         )
-        padded, padded_vectors = padded_edges(graph, vectors, self.edge_capacity, self.model.cutoff)
+        padded, padded_vectors = padded_edges(graph, vectors, capacity, self.model.cutoff)
         fields = [getattr(padded, name) for name in GRAPH_FIELDS]
         try:
             with warnings.catch_warnings():
@@ -221,6 +253,28 @@ def edge_capacity(dataset: GraphDataset, batch_size: int) -> int:
     return max(1, sum(counts[:batch_size]))
 
 
+def batch_shapes(
+    dataset: GraphDataset, batch_size: int, num_species: int
+) -> dict[BatchShape, tuple[float, int]]:
+    """The shapes of ``dataset``'s full batches of ``batch_size`` structures (atoms per each of
+    the model's ``num_species`` species, in its order): for each, the
+    fraction of the full batches it has and the most edges such a batch can have; the most
+    frequent first. Empty where batches have no fixed shapes (several structures per batch,
+    structures of several sizes or compositions)."""
+    shapes: dict[BatchShape, list[int]] = {}
+    for graph in dataset.graphs:
+        counts = torch.bincount(graph.species, minlength=num_species)
+        shapes.setdefault((graph.num_atoms, tuple(counts.tolist())), []).append(graph.num_edges)
+    if batch_size > 1:
+        if len(shapes) > 1:
+            return {}
+        ((atoms, counts),) = shapes
+        shape = (atoms * batch_size, tuple(count * batch_size for count in counts))
+        return {shape: (1.0, edge_capacity(dataset, batch_size))}
+    by_frequency = sorted(shapes.items(), key=lambda item: -len(item[1]))
+    return {shape: (len(edges) / len(dataset), max(edges)) for shape, edges in by_frequency}
+
+
 def training_forward(
     model: AtomisticModel,
     dataset: GraphDataset,
@@ -231,8 +285,9 @@ def training_forward(
     saying why.
 
     ``compile: true`` asks for it (an error where it cannot be had); ``"auto"`` compiles only
-    where it pays: one structure size (one shape for all full batches), a traceable model, one
-    process, and a run of at least :data:`AUTO_MIN_SECONDS` or :data:`AUTO_MIN_STEPS` steps.
+    where it pays: a traceable model, one process, and batch shapes (:func:`batch_shapes`) of
+    which each compiled one takes at least :data:`AUTO_MIN_SECONDS` of ``max_time`` (its share
+    of the steps) or, without ``max_time``, at least :data:`AUTO_MIN_STEPS` steps.
     """
     setting = config.compile
     if setting is False:
@@ -245,15 +300,31 @@ def training_forward(
             raise ValueError(f"compile: true cannot be had: {reason}")
         return None, f"training steps run eagerly: {reason}"
     batch_size = int(config.batch_size or 1)
+    shapes = list(batch_shapes(dataset, batch_size, len(model.elements)).items())[:MAX_SHAPES]
     if setting == "auto":
-        sizes = {len(structure) for structure in dataset.structures}
+        if not shapes:
+            return None, (
+                f"training steps run eagerly: the structures differ in size, so batches of "
+                f"{batch_size} have no fixed shape"
+            )
         budget = config.max_time_seconds()
         steps = int(config.epochs or 0) * -(-len(dataset) // batch_size)
-        if len(sizes) > 1:
-            return None, "training steps run eagerly: the structures differ in size"
-        if budget is not None and budget < AUTO_MIN_SECONDS:
-            return None, f"training steps run eagerly: max_time under {AUTO_MIN_SECONDS:.0f} s"
-        if budget is None and steps < AUTO_MIN_STEPS:
-            return None, f"training steps run eagerly: fewer than {AUTO_MIN_STEPS} steps"
-    forward = CompiledTrainingForward(model, edge_capacity(dataset, batch_size), batch_size)
-    return forward, "training steps compiled (the first step of each batch shape compiles)"
+        if budget is not None:
+            shapes = [item for item in shapes if item[1][0] * budget >= AUTO_MIN_SECONDS]
+            why = f"max_time under {AUTO_MIN_SECONDS:.0f} s for each batch shape"
+        else:
+            shapes = [item for item in shapes if item[1][0] * steps >= AUTO_MIN_STEPS]
+            why = f"fewer than {AUTO_MIN_STEPS} steps of each batch shape"
+        if not shapes:
+            return None, f"training steps run eagerly: {why}"
+    if not shapes:  # compile: true without fixed shapes: the first ones met
+        forward = CompiledTrainingForward(model, edge_capacity(dataset, batch_size), batch_size)
+        return forward, "training steps compiled (the first step of each batch shape compiles)"
+    capacities = {shape: edges for shape, (_, edges) in shapes}
+    share = sum(fraction for _, (fraction, _) in shapes)
+    sizes = " and ".join(f"{atoms}" for atoms, _ in capacities)
+    forward = CompiledTrainingForward(model, capacities, batch_size)
+    return forward, (
+        f"training steps compiled for batches of {sizes} atoms ({100 * share:.0f} % of the "
+        "full batches; the first step of each compiles)"
+    )
