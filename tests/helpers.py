@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
+import torch
 from ase import Atoms
 from ase.build import bulk, molecule
 from scipy.spatial.transform import Rotation
 
 from mlcalc.graph import build_graph
-from mlcalc.models import AtomisticModel
+from mlcalc.models import AtomisticModel, MLANet, MLANetConfig
 
 
 def evaluate(model: AtomisticModel, structures, stress: bool = False) -> dict[str, np.ndarray]:
@@ -38,3 +41,26 @@ def ethanol() -> Atoms:
     atoms = molecule("CH3CH2OH")
     atoms.rattle(0.05, seed=3)
     return atoms
+
+
+def tiny_mlanet(
+    energy_reference: Mapping[str, float], force_mode: str = "direct", seed: int = 0
+) -> MLANet:
+    """A one-layer float64 MLANet (8 channels, lmax 1, cutoff 4 Å) for the elements of
+    ``energy_reference`` (E0s in eV), with energy scale 0.7 eV; the global RNG is untouched."""
+    config = MLANetConfig(
+        elements=list(energy_reference),
+        cutoff=4.0,
+        channels=8,
+        lmax=1,
+        num_heads=2,
+        num_interactions=1,
+        readout_channels=8,
+        energy_mlp_hidden=[8],
+        force_mode=force_mode,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = MLANet(config).double()
+    model.set_energy_reference(dict(energy_reference), energy_scale=0.7)
+    return model

@@ -11,6 +11,7 @@ import pytest
 import torch
 from ase.build import bulk
 from ase.calculators.emt import EMT
+from helpers import tiny_mlanet
 
 from mlcalc.models import MLANet, MLANetConfig
 from mlcalc.training import TrainConfig, train
@@ -61,22 +62,7 @@ def supercell(frame: LabeledStructure, repeat: int) -> LabeledStructure:
 def tiny_model(architecture: str, model_factory):
     if architecture == "nemp":
         return model_factory(elements=ELEMENTS, num_interactions=1)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        config = MLANetConfig(
-            elements=ELEMENTS,
-            cutoff=4.0,
-            channels=8,
-            lmax=1,
-            num_heads=2,
-            num_interactions=1,
-            readout_channels=8,
-            energy_mlp_hidden=[16],
-            force_mode="conservative",
-        )
-        model = MLANet(config).double()
-    model.set_energy_reference({"Al": -1.5, "Cu": -2.0}, energy_scale=0.7)
-    return model
+    return tiny_mlanet({"Al": -1.5, "Cu": -2.0}, force_mode="conservative")
 
 
 def loss_and_gradients(forward, model, batch: Batch) -> tuple[dict, list[torch.Tensor]]:
@@ -209,8 +195,9 @@ def test_compile_auto_compiles_only_where_it_pays(model_factory, tmp_path):
         decide(test_model=coulomb, compile=True)
     direct = MLANet(MLANetConfig(elements=ELEMENTS, force_mode="direct"))
     assert "not derivatives" in untraceable_reason(direct)
-    with pytest.raises(ValueError, match="compile must be true, false or 'auto'"):
-        TrainConfig.from_dict({"train_file": "x.xyz", "compile": "yes"})
+    for bad in ("yes", 1, 0):  # 1 == True, but a number is not a setting
+        with pytest.raises(ValueError, match="compile must be true, false or 'auto'"):
+            TrainConfig.from_dict({"train_file": "x.xyz", "compile": bad})
 
 
 def test_training_with_compile_true_equals_eager_training(tmp_path, monkeypatch):

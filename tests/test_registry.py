@@ -23,11 +23,12 @@ import numpy as np
 import pytest
 import torch
 from ase import Atoms
+from helpers import tiny_mlanet
 
 from mlcalc import MLANetCalculator, NEMPCalculator, list_pretrained, load_model
 from mlcalc.calculators import CALCULATOR_FOR
 from mlcalc.cli import main
-from mlcalc.models import DTYPES, MLANet, MLANetConfig
+from mlcalc.models import DTYPES
 from mlcalc.models.checkpoint import CheckpointError
 from mlcalc.pretrained import (
     REGISTRY_ENV,
@@ -55,26 +56,6 @@ REV_B = "b" * 40
 
 # ---------------------------------------------------------------------------------------------
 # tiny models and temporary registries
-
-
-def tiny_mlanet() -> MLANet:
-    """A small float64 direct-force MLANet for H and O."""
-    config = MLANetConfig(
-        elements=["H", "O"],
-        cutoff=4.0,
-        channels=8,
-        lmax=1,
-        num_heads=2,
-        num_interactions=1,
-        readout_channels=8,
-        energy_mlp_hidden=[8],
-        force_mode="direct",
-    )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = MLANet(config).double()
-    model.set_energy_reference({"H": -13.6, "O": -2040.0}, energy_scale=0.7)
-    return model
 
 
 def entry(name: str, model: Any, source: dict[str, str], dtype: str = "float32") -> dict:
@@ -125,7 +106,7 @@ def bundled(use_registry, model_factory, tmp_path: Path) -> SimpleNamespace:
     folder = tmp_path / "registry"
     models = {
         "water": model_factory(elements=["H", "O"]),
-        "water-mlanet": tiny_mlanet(),
+        "water-mlanet": tiny_mlanet({"H": -13.6, "O": -2040.0}),
         "si": model_factory(elements=["Si"], seed=3),
     }
     entries = []

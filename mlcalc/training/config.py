@@ -154,7 +154,7 @@ class TrainConfig:
             raise ValueError(f"scheduler must be one of {', '.join(SCHEDULERS)}")
         if self.keep not in KEEP_CHOICES:
             raise ValueError(f"keep must be one of {', '.join(KEEP_CHOICES)}, got {self.keep!r}")
-        if self.compile not in (True, False, "auto"):
+        if not (isinstance(self.compile, bool) or self.compile == "auto"):
             raise ValueError(f"compile must be true, false or 'auto', got {self.compile!r}")
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
