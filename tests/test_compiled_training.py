@@ -75,6 +75,16 @@ def loss_and_gradients(forward, model, batch: Batch) -> tuple[dict, list[torch.T
     return outputs, grads
 
 
+def assert_step_matches_eager(forward, model, batch: Batch, keys=("forces",)) -> None:
+    """``forward``'s outputs ``keys`` and weight gradients on ``batch`` equal ``model``'s."""
+    expected, expected_grads = loss_and_gradients(model, model, batch)
+    got, grads = loss_and_gradients(forward, model, batch)
+    for key in keys:
+        torch.testing.assert_close(got[key], expected[key], atol=1e-9, rtol=1e-9, msg=key)
+    for name, g, e in zip(dict(model.named_parameters()), grads, expected_grads, strict=True):
+        torch.testing.assert_close(g, e, atol=1e-8, rtol=1e-7, msg=name)
+
+
 @pytest.mark.parametrize(
     ("architecture", "backend"), [("nemp", "inductor"), ("mlanet", "aot_eager")]
 )
@@ -88,12 +98,7 @@ def test_compiled_step_equals_eager(architecture, backend, model_factory, monkey
     # two batches of one shape (different edges), then a shorter one that runs eagerly
     for indices in ([0, 1], [2, 3], [4]):
         batch = dataset.batch(indices)
-        expected, expected_grads = loss_and_gradients(model, model, batch)
-        got, grads = loss_and_gradients(forward, model, batch)
-        for key in ("energy", "forces", "stress"):
-            torch.testing.assert_close(got[key], expected[key], atol=1e-9, rtol=1e-9, msg=key)
-        for name, g, e in zip(dict(model.named_parameters()), grads, expected_grads, strict=True):
-            torch.testing.assert_close(g, e, atol=1e-8, rtol=1e-7, msg=name)
+        assert_step_matches_eager(forward, model, batch, ("energy", "forces", "stress"))
     assert len(forward.graphs) == 1  # compiled once, reused for the second batch
     assert not forward.failed
 
@@ -110,11 +115,7 @@ def test_batches_of_one_structure_compile_per_size(model_factory, monkeypatch):
     for index, compiles in ((0, True), (3, True), (4, False), (1, True)):
         batch = dataset.batch([index])
         assert forward.runs_compiled(batch.graph, True) is compiles
-        expected, expected_grads = loss_and_gradients(model, model, batch)
-        got, grads = loss_and_gradients(forward, model, batch)
-        torch.testing.assert_close(got["forces"], expected["forces"], atol=1e-9, rtol=1e-9)
-        for g, e in zip(grads, expected_grads, strict=True):
-            torch.testing.assert_close(g, e, atol=1e-8, rtol=1e-7)
+        assert_step_matches_eager(forward, model, batch)
     assert len(forward.graphs) == 2 and not forward.failed
 
 
@@ -125,11 +126,7 @@ def test_compiled_step_equals_eager_on_cuda(model_factory):
     forward = CompiledTrainingForward(model, edge_capacity(dataset, 2), batch_size=2)
     for indices in ([0, 1], [2, 3]):
         batch = dataset.batch(indices).to("cuda")
-        expected, expected_grads = loss_and_gradients(model, model, batch)
-        got, grads = loss_and_gradients(forward, model, batch)
-        torch.testing.assert_close(got["forces"], expected["forces"], atol=1e-9, rtol=1e-9)
-        for g, e in zip(grads, expected_grads, strict=True):
-            torch.testing.assert_close(g, e, atol=1e-8, rtol=1e-7)
+        assert_step_matches_eager(forward, model, batch)
     assert len(forward.graphs) == 1 and not forward.failed
 
 
