@@ -71,6 +71,12 @@ DATASETS: dict[str, tuple[str, str, str]] = {
         "data/3bpa_test_mixedT.xyz",
         f"{SHARED}/3bpa/iso_atoms.xyz",
     ),
+    # 300 K and half the hot frames in training, the other half the test
+    "3bpa-hot": (
+        "data/3bpa_train_hot.xyz",
+        "data/3bpa_test_hot.xyz",
+        f"{SHARED}/3bpa/iso_atoms.xyz",
+    ),
     "acac": (
         f"{SHARED}/acac/train_300K.xyz",
         f"{SHARED}/acac/test_MD_300K.xyz",

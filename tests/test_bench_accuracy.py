@@ -76,7 +76,7 @@ def test_arguments() -> None:
 def test_unknown_dataset_lists_the_known(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         acc.parse_args(["--datasets", "benzene"])
-    assert "known: water, 3bpa, acac, ethanol, si, li, ge" in capsys.readouterr().err
+    assert "known: water, 3bpa, 3bpa-hot, acac, ethanol, si, li, ge" in capsys.readouterr().err
 
 
 def test_table_and_ratio() -> None:

@@ -8,7 +8,10 @@ are read in place (the configs name ``../shared/data/...`` relative to the repos
 * ``water_train.extxyz`` / ``water_test.extxyz``: ``water-pbe0`` frames whose
   ``info["source"]`` starts with ``data_3`` are the test set (80), the other 320 train;
 * ``3bpa_test_mixedT.xyz``: the frames of ``3bpa/train_mixedT.xyz`` that are not in
-  ``3bpa/train_300K.xyz`` (matched on positions).
+  ``3bpa/train_300K.xyz`` (matched on positions);
+* ``3bpa_train_hot.xyz`` / ``3bpa_test_hot.xyz``: the same unseen frames (300, 600 and
+  1200 K) shuffled with seed 0 and halved; the training file also holds all of
+  ``train_300K.xyz``, so a model trained on it has seen hot frames (the shipped ``3bpa``).
 """
 
 from __future__ import annotations
@@ -45,6 +48,10 @@ def main() -> None:
     seen = [a.positions for a in known]
     unseen = [a for a in mixed if not any(np.allclose(a.positions, p, atol=1e-6) for p in seen)]
     _write(args.out / "3bpa_test_mixedT.xyz", unseen)
+    order = np.random.default_rng(0).permutation(len(unseen))
+    half = len(unseen) // 2
+    _write(args.out / "3bpa_train_hot.xyz", known + [unseen[i] for i in order[:half]])
+    _write(args.out / "3bpa_test_hot.xyz", [unseen[i] for i in order[half:]])
 
 
 if __name__ == "__main__":
