@@ -10,7 +10,8 @@ are read in place (the configs name ``../shared/data/...`` relative to the repos
 * ``3bpa_test_mixedT.xyz``: the frames of ``3bpa/train_mixedT.xyz`` that are not in
   ``3bpa/train_300K.xyz`` (matched on positions);
 * ``3bpa_train_hot.xyz`` / ``3bpa_test_hot.xyz``: the same unseen frames (300, 600 and
-  1200 K) shuffled with seed 0 and halved; the training file also holds all of
+  1200 K, not labelled) halved, stratified by temperature: sorted by their RMS force, each
+  consecutive pair split at random (seed 0). The training file also holds all of
   ``train_300K.xyz``, so a model trained on it has seen hot frames (the shipped ``3bpa``).
 """
 
@@ -48,10 +49,12 @@ def main() -> None:
     seen = [a.positions for a in known]
     unseen = [a for a in mixed if not any(np.allclose(a.positions, p, atol=1e-6) for p in seen)]
     _write(args.out / "3bpa_test_mixedT.xyz", unseen)
-    order = np.random.default_rng(0).permutation(len(unseen))
-    half = len(unseen) // 2
-    _write(args.out / "3bpa_train_hot.xyz", known + [unseen[i] for i in order[:half]])
-    _write(args.out / "3bpa_test_hot.xyz", [unseen[i] for i in order[half:]])
+    by_force = np.argsort([np.sqrt(np.mean(a.get_forces() ** 2)) for a in unseen])
+    flips = np.random.default_rng(0).integers(0, 2, size=len(unseen) // 2)
+    to_test = {int(by_force[2 * k + flip]) for k, flip in enumerate(flips)}
+    hot_train = [a for k, a in enumerate(unseen) if k not in to_test]
+    _write(args.out / "3bpa_train_hot.xyz", known + hot_train)
+    _write(args.out / "3bpa_test_hot.xyz", [a for k, a in enumerate(unseen) if k in to_test])
 
 
 if __name__ == "__main__":
