@@ -22,10 +22,36 @@ import time
 import torch
 
 from mlcalc.training import TrainConfig
-from mlcalc.training.compiled import CompiledTrainingForward, batch_shapes
+from mlcalc.training.compiled import (
+    BatchShape,
+    CompiledTrainingForward,
+    batch_shapes,
+    structure_shape,
+)
 from mlcalc.training.data import GraphDataset
 from mlcalc.training.loss import residuals
 from mlcalc.training.setup import initial_model, load_datasets
+
+
+def shape_batches(
+    dataset: GraphDataset, batch_size: int, num_species: int, steps: int
+) -> tuple[BatchShape, float, int, list[list[int]]]:
+    """The most frequent batch shape of ``dataset`` (its share of the batches, its edge
+    capacity) and ``steps`` batches (structure indices) of that shape, repeated as needed."""
+    shapes = batch_shapes(dataset, batch_size, num_species)
+    if not shapes:
+        raise SystemExit(f"batches of {batch_size} structures of this data have no fixed shape")
+    shape, (share, capacity) = next(iter(shapes.items()))
+    one = BatchShape(
+        shape.atoms // batch_size, tuple(n // batch_size for n in shape.species_counts)
+    )
+    members = [
+        k for k, graph in enumerate(dataset.graphs) if structure_shape(graph, num_species) == one
+    ]
+    batches = [
+        members[k : k + batch_size] for k in range(0, len(members) - batch_size + 1, batch_size)
+    ]
+    return shape, share, capacity, (batches * (1 + steps // len(batches)))[:steps]
 
 
 def main() -> None:
@@ -43,19 +69,9 @@ def main() -> None:
     data = load_datasets(config)
     model = initial_model(config, data).float()
     dataset = GraphDataset(data.train, model.cutoff, model.elements, torch.float32)
-    shapes = batch_shapes(dataset, args.batch_size, len(model.elements))
-    if not shapes:
-        raise SystemExit(
-            f"batches of {args.batch_size} structures of this data have no fixed shape"
-        )
-    shape, (share, capacity) = next(iter(shapes.items()))
-    size = shape[0] // args.batch_size
-    members = [k for k, graph in enumerate(dataset.graphs) if graph.num_atoms == size]
-    batches = [
-        members[k : k + args.batch_size]
-        for k in range(0, len(members) - args.batch_size + 1, args.batch_size)
-    ]
-    batches = (batches * (1 + args.steps // len(batches)))[: args.steps]
+    shape, share, capacity, batches = shape_batches(
+        dataset, args.batch_size, len(model.elements), args.steps
+    )
     stress = dataset.has_stress
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
 
@@ -82,7 +98,7 @@ def main() -> None:
     print(
         f"| data | atoms per batch | share of batches | edge capacity | eager ms | compiled ms "
         f"| ratio | first compiled step (s) |\n|---|---:|---:|---:|---:|---:|---:|---:|\n"
-        f"| {args.train_file} | {shape[0]} | {100 * share:.0f} % | {capacity} | "
+        f"| {args.train_file} | {shape.atoms} | {100 * share:.0f} % | {capacity} | "
         f"{1000 * eager:.1f} | {1000 * fast:.1f} | {eager / fast:.2f} | {compile_seconds:.0f} |"
     )
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -58,9 +58,23 @@ MAX_SHAPES = 2
 AUTO_MIN_SECONDS = 240.0
 AUTO_MIN_STEPS = 5000
 
-#: What a compiled graph fixes of a batch besides its structure count: ``(atoms, atoms per
-#: species)``.
-BatchShape = tuple[int, tuple[int, ...]]
+
+class BatchShape(NamedTuple):
+    """What a compiled graph fixes of a batch besides its structure count."""
+
+    atoms: int
+    species_counts: tuple[int, ...]  # atoms of each of the model's species, in its order
+
+
+class StepKey(NamedTuple):
+    """What one traced graph fixes of a training step."""
+
+    atoms: int
+    structures: int
+    species_counts: tuple[int, ...]
+    stress: bool
+    dtype: torch.dtype
+    device: torch.device
 
 
 def untraceable_reason(model: AtomisticModel) -> str | None:
@@ -147,7 +161,7 @@ class CompiledTrainingForward:
         self.energies = _EnergiesOfEdges(model)
         self.names = [name for name, _ in self.energies.named_parameters()]
         self.parameters = [p for _, p in self.energies.named_parameters()]
-        self.graphs: dict[tuple[Any, ...], Callable[..., tuple[torch.Tensor, torch.Tensor]]] = {}
+        self.graphs: dict[StepKey, Callable[..., tuple[torch.Tensor, torch.Tensor]]] = {}
         self.failed = False
 
     def _energy_and_gradient(
@@ -161,10 +175,10 @@ class CompiledTrainingForward:
         (gradient,) = torch.autograd.grad(energies.sum(), vectors, create_graph=True)
         return energies, gradient
 
-    def shape_key(self, graph: AtomicGraph, compute_stress: bool) -> tuple[Any, ...]:
+    def shape_key(self, graph: AtomicGraph, compute_stress: bool) -> StepKey:
         """What a traced graph fixes: atoms, structures, atoms per species, stress, dtype."""
         counts = torch.bincount(graph.species, minlength=len(self.model.elements))
-        return (
+        return StepKey(
             graph.num_atoms,
             graph.num_graphs,
             tuple(counts.tolist()),
@@ -177,15 +191,13 @@ class CompiledTrainingForward:
         """Whether a step on ``graph`` takes a compiled graph (compiling it if it is new)."""
         return self._compiled_key(graph, compute_stress) is not None
 
-    def capacity(self, key: tuple[Any, ...]) -> int | None:
+    def capacity(self, key: StepKey) -> int | None:
         """Edges a batch of :meth:`shape_key` ``key`` is padded to (``None``: not compiled)."""
         if isinstance(self.edge_capacity, int):
             return self.edge_capacity
-        return self.edge_capacity.get((key[0], key[2]))
+        return self.edge_capacity.get(BatchShape(key.atoms, key.species_counts))
 
-    def _compiled_key(
-        self, graph: AtomicGraph, compute_stress: bool
-    ) -> tuple[tuple[Any, ...], int] | None:
+    def _compiled_key(self, graph: AtomicGraph, compute_stress: bool) -> tuple[StepKey, int] | None:
         """The :meth:`shape_key` and edge capacity of a step that takes a compiled graph, else
         ``None``."""
         if self.failed:
@@ -253,6 +265,12 @@ def edge_capacity(dataset: GraphDataset, batch_size: int) -> int:
     return max(1, sum(counts[:batch_size]))
 
 
+def structure_shape(graph: AtomicGraph, num_species: int) -> BatchShape:
+    """The :class:`BatchShape` of one structure's graph (``num_species``: the model's)."""
+    counts = torch.bincount(graph.species, minlength=num_species)
+    return BatchShape(graph.num_atoms, tuple(counts.tolist()))
+
+
 def batch_shapes(
     dataset: GraphDataset, batch_size: int, num_species: int
 ) -> dict[BatchShape, tuple[float, int]]:
@@ -263,13 +281,12 @@ def batch_shapes(
     structures of several sizes or compositions)."""
     shapes: dict[BatchShape, list[int]] = {}
     for graph in dataset.graphs:
-        counts = torch.bincount(graph.species, minlength=num_species)
-        shapes.setdefault((graph.num_atoms, tuple(counts.tolist())), []).append(graph.num_edges)
+        shapes.setdefault(structure_shape(graph, num_species), []).append(graph.num_edges)
     if batch_size > 1:
         if len(shapes) > 1:
             return {}
         ((atoms, counts),) = shapes
-        shape = (atoms * batch_size, tuple(count * batch_size for count in counts))
+        shape = BatchShape(atoms * batch_size, tuple(count * batch_size for count in counts))
         return {shape: (1.0, edge_capacity(dataset, batch_size))}
     by_frequency = sorted(shapes.items(), key=lambda item: -len(item[1]))
     return {shape: (len(edges) / len(dataset), max(edges)) for shape, edges in by_frequency}
