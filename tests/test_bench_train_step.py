@@ -35,12 +35,12 @@ def dataset(frames: list[LabeledStructure]) -> GraphDataset:
 
 
 def test_batches_of_the_most_frequent_shape_only() -> None:
-    # three Cu6Al2, one Cu7Al of the same size, one 16-atom Cu12Al4
+    # Cu6Al2 at 0, 2 and 4; Cu7Al (the same size) at 1; a 16-atom Cu12Al4 at 3
     frames = [cell([1, 6]), cell([7]), cell([1, 6]), cell([1, 6], repeat=2), cell([0, 3])]
     shape, share, capacity, batches = train_step.shape_batches(dataset(frames), 1, 2, 7)
     assert shape == BatchShape(8, (2, 6)) and share == pytest.approx(0.6)
     assert capacity == max(dataset(frames).graphs[k].num_edges for k in (0, 2, 4))
-    assert batches == [[0], [2], [4], [0], [2], [4], [0]]  # Cu7Al (1) has the same size
+    assert batches == [[0], [2], [4], [0], [2], [4], [0]]
 
 
 def test_batches_of_several_structures() -> None:

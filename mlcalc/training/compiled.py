@@ -177,11 +177,11 @@ class CompiledTrainingForward:
 
     def shape_key(self, graph: AtomicGraph, compute_stress: bool) -> StepKey:
         """What a traced graph fixes: atoms, structures, atoms per species, stress, dtype."""
-        counts = torch.bincount(graph.species, minlength=len(self.model.elements))
+        shape = structure_shape(graph, len(self.model.elements))
         return StepKey(
-            graph.num_atoms,
+            shape.atoms,
             graph.num_graphs,
-            tuple(counts.tolist()),
+            shape.species_counts,
             compute_stress,
             graph.positions.dtype,
             graph.positions.device,
@@ -266,7 +266,8 @@ def edge_capacity(dataset: GraphDataset, batch_size: int) -> int:
 
 
 def structure_shape(graph: AtomicGraph, num_species: int) -> BatchShape:
-    """The :class:`BatchShape` of one structure's graph (``num_species``: the model's)."""
+    """The :class:`BatchShape` of a graph, all its structures together (``num_species``: the
+    model's)."""
     counts = torch.bincount(graph.species, minlength=num_species)
     return BatchShape(graph.num_atoms, tuple(counts.tolist()))
 
