@@ -7,10 +7,12 @@
 
 from mlcalc._version import __version__
 from mlcalc.calculators import MLANetCalculator, MLCalculator, NEMPCalculator
+from mlcalc.committee import CommitteeCalculator
 from mlcalc.performance import tune_memory_allocator
 from mlcalc.pretrained import list_pretrained, load_model
 
 __all__ = [
+    "CommitteeCalculator",
     "MLANetCalculator",
     "MLCalculator",
     "NEMPCalculator",

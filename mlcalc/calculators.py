@@ -65,6 +65,77 @@ def resolve_dtype(dtype: str | torch.dtype | None, model: AtomisticModel) -> tor
     return torch_dtype(dtype)
 
 
+def electron_state_changes(previous: Atoms | None, atoms: Atoms) -> list[str]:
+    """``"charge"`` and ``"spin"`` when ``atoms.info["charge"]`` or ``["spin"]`` differ from
+    ``previous``'s (the structure of the last calculation; ``None``: no changes)."""
+    changes = []
+    if previous is not None:
+        for key in (CHARGE_KEY, SPIN_KEY):
+            before, now = previous.info.get(key), atoms.info.get(key)
+            if (before is None) != (now is None) or not np.array_equal(before, now):
+                changes.append(key)
+    return changes
+
+
+def require_full_periodicity(atoms: Atoms, what: str = "stress") -> None:
+    """``PropertyNotImplementedError`` unless ``atoms`` is periodic in all three directions."""
+    if not atoms.pbc.all():
+        raise PropertyNotImplementedError(
+            f"{what} needs a structure periodic in all three directions (pbc={atoms.pbc.tolist()})"
+        )
+
+
+def group_structures(structures: Sequence[Atoms], max_atoms_per_batch: int) -> list[list[Atoms]]:
+    """Consecutive structures in groups of at most ``max_atoms_per_batch`` atoms (a larger
+    structure forms a group alone)."""
+    if max_atoms_per_batch < 1:
+        raise ValueError(f"max_atoms_per_batch must be positive, got {max_atoms_per_batch}")
+    batches: list[list[Atoms]] = []
+    atoms_in_last = 0
+    for atoms in structures:
+        if not batches or atoms_in_last + len(atoms) > max_atoms_per_batch:
+            batches.append([])
+            atoms_in_last = 0
+        batches[-1].append(atoms)
+        atoms_in_last += len(atoms)
+    return batches
+
+
+def split_results(
+    out: dict[str, torch.Tensor], graph: AtomicGraph, first_index: int = 0
+) -> list[dict[str, Any]]:
+    """One ASE results dict per structure of ``graph`` from a model's batched, detached CPU
+    outputs (``energy [B]``, ``forces [N, 3]``, optional ``node_energy [N]``, ``charges [N]``,
+    ``stress [B, 3, 3]``); stress (Voigt) only for fully periodic structures.
+    ``FloatingPointError`` names a structure (numbered from ``first_index``) with non-finite
+    results."""
+    periodic = graph.pbc.all(dim=1).tolist()
+    bounds = np.cumsum([0, *graph.atoms_per_graph().tolist()])
+    results = []
+    for b, fully_periodic in enumerate(periodic):
+        atoms = slice(bounds[b], bounds[b + 1])
+        energy = float(out["energy"][b])
+        result: dict[str, Any] = {
+            "energy": energy,
+            "free_energy": energy,
+            "forces": out["forces"][atoms].double().numpy(),
+        }
+        if "node_energy" in out:  # models without atomic energies leave "energies" out
+            result["energies"] = out["node_energy"][atoms].numpy()
+        if "charges" in out:  # long-range models: their latent charges, e
+            result["charges"] = out["charges"][atoms].double().numpy()
+        if fully_periodic:
+            stress = out["stress"][b].double().numpy()
+            result["stress"] = full_3x3_to_voigt_6_stress(stress)
+        if not all(np.all(np.isfinite(v)) for v in result.values()):
+            raise FloatingPointError(
+                f"the model returned non-finite energy, forces or stress for structure "
+                f"{first_index + b}"
+            )
+        results.append(result)
+    return results
+
+
 class MLCalculator(Calculator):
     """ASE calculator around an mlcalc model; subclasses fix the architecture.
 
@@ -209,13 +280,7 @@ class MLCalculator(Calculator):
     def check_state(self, atoms: Atoms, tol: float = 1e-15) -> list[str]:
         """ASE's changes (positions, numbers, cell, pbc...) plus ``"charge"`` and ``"spin"``
         when ``atoms.info["charge"]`` or ``["spin"]`` differ from the last calculation."""
-        changes = super().check_state(atoms, tol)
-        if self.atoms is not None:
-            for key in (CHARGE_KEY, SPIN_KEY):
-                before, now = self.atoms.info.get(key), atoms.info.get(key)
-                if (before is None) != (now is None) or not np.array_equal(before, now):
-                    changes.append(key)
-        return changes
+        return super().check_state(atoms, tol) + electron_state_changes(self.atoms, atoms)
 
     def calculate(
         self,
@@ -227,12 +292,8 @@ class MLCalculator(Calculator):
         the dispersion correction if there is one."""
         properties = properties or ["energy"]
         super().calculate(atoms, properties, system_changes)
-        periodic = bool(self.atoms.pbc.all())
-        if "stress" in properties and not periodic:
-            raise PropertyNotImplementedError(
-                f"stress needs a structure periodic in all three directions "
-                f"(pbc={self.atoms.pbc.tolist()})"
-            )
+        if "stress" in properties:
+            require_full_periodicity(self.atoms)
         graph = self.neighbors.graph(self.atoms, self.model.atomic_numbers, dtype=self.dtype)
         (self.results,) = self._evaluate(graph)
         if self.dispersion is not None:
@@ -252,18 +313,8 @@ class MLCalculator(Calculator):
             ``forces [N, 3]`` (eV/Å), ``energies [N]`` (eV; models with atomic energies only)
             and, for structures periodic in all directions, ``stress [6]`` (eV/Å³, Voigt).
         """
-        if max_atoms_per_batch < 1:
-            raise ValueError(f"max_atoms_per_batch must be positive, got {max_atoms_per_batch}")
-        batches: list[list[Atoms]] = []
-        atoms_in_last = 0
-        for atoms in structures:
-            if not batches or atoms_in_last + len(atoms) > max_atoms_per_batch:
-                batches.append([])
-                atoms_in_last = 0
-            batches[-1].append(atoms)
-            atoms_in_last += len(atoms)
         results: list[dict[str, Any]] = []
-        for batch in batches:
+        for batch in group_structures(structures, max_atoms_per_batch):
             graph = build_graph(
                 batch,
                 self.model.cutoff,
@@ -282,41 +333,18 @@ class MLCalculator(Calculator):
         """Results of each structure of ``graph`` (numbered from ``first_index`` in errors)."""
         periodic = graph.pbc.all(dim=1).tolist()
         warn_if_charge_ignored(self.model, graph)
-        graph = graph.to(self.device)
+        device_graph = graph.to(self.device)
         coulomb = getattr(self.model, "coulomb", None)
         if coulomb is not None:
             coulomb.last_charges = None
         if self.compiled_energies is not None:
-            out = conservative_outputs(self.compiled_energies, graph, True, any(periodic))
+            out = conservative_outputs(self.compiled_energies, device_graph, True, any(periodic))
         else:
-            out = self.model(graph, compute_forces=True, compute_stress=any(periodic))
+            out = self.model(device_graph, compute_forces=True, compute_stress=any(periodic))
         if coulomb is not None and coulomb.last_charges is not None:
             out["charges"] = coulomb.last_charges
         out = {name: value.detach().cpu() for name, value in out.items()}
-        bounds = np.cumsum([0, *graph.atoms_per_graph().tolist()])
-        results = []
-        for b, fully_periodic in enumerate(periodic):
-            atoms = slice(bounds[b], bounds[b + 1])
-            energy = float(out["energy"][b])
-            result: dict[str, Any] = {
-                "energy": energy,
-                "free_energy": energy,
-                "forces": out["forces"][atoms].double().numpy(),
-            }
-            if "node_energy" in out:  # models without atomic energies leave "energies" out
-                result["energies"] = out["node_energy"][atoms].numpy()
-            if "charges" in out:  # long-range models: their latent charges, e
-                result["charges"] = out["charges"][atoms].double().numpy()
-            if fully_periodic:
-                stress = out["stress"][b].double().numpy()
-                result["stress"] = full_3x3_to_voigt_6_stress(stress)
-            if not all(np.all(np.isfinite(v)) for v in result.values()):
-                raise FloatingPointError(
-                    f"the model returned non-finite energy, forces or stress for structure "
-                    f"{first_index + b}"
-                )
-            results.append(result)
-        return results
+        return split_results(out, graph, first_index)
 
 
 class NEMPCalculator(MLCalculator):

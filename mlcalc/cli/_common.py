@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 from typing import Any
 
+import yaml
 from ase import Atoms
 from ase.calculators.calculator import Calculator
 
@@ -68,3 +70,33 @@ def write_outputs(result: Any, out: Path, stem: str) -> list[Path]:
     for path in paths:
         print(f"wrote {path}")
     return paths
+
+
+def _yaml_value(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise argparse.ArgumentTypeError(f"not a YAML value: {text!r} ({error})") from None
+
+
+def add_config_flags(parser: argparse.ArgumentParser, config_class: type) -> None:
+    """A ``--key VALUE`` flag (read as YAML) for every field of the dataclass
+    ``config_class``; :func:`config_overrides` collects the ones given."""
+    keys = parser.add_argument_group("configuration keys (override the file)")
+    for field in dataclasses.fields(config_class):
+        keys.add_argument(
+            f"--{field.name}",
+            type=_yaml_value,
+            default=argparse.SUPPRESS,
+            metavar="VALUE",
+            dest=f"key_{field.name}",
+        )
+
+
+def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The configuration keys given as flags (see :func:`add_config_flags`)."""
+    return {
+        name.removeprefix("key_"): value
+        for name, value in vars(args).items()
+        if name.startswith("key_")
+    }

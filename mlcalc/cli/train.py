@@ -8,17 +8,9 @@ the file. Data-parallel: ``torchrun --nproc_per_node N -m mlcalc.cli train CONFI
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from typing import Any
 
-import yaml
-
-
-def _yaml_value(text: str) -> Any:
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise argparse.ArgumentTypeError(f"not a YAML value: {text!r} ({error})") from None
+from mlcalc.cli._common import add_config_flags, config_overrides
 
 
 def register(commands: Any) -> None:
@@ -37,26 +29,14 @@ def register(commands: Any) -> None:
         action="store_true",
         help="continue the run in output_dir from its last completed epoch",
     )
-    keys = parser.add_argument_group("configuration keys (override the file)")
-    for field in dataclasses.fields(TrainConfig):
-        keys.add_argument(
-            f"--{field.name}",
-            type=_yaml_value,
-            default=argparse.SUPPRESS,
-            metavar="VALUE",
-            dest=f"key_{field.name}",
-        )
+    add_config_flags(parser, TrainConfig)
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from mlcalc.training import TrainConfig, format_errors, train
 
-    overrides = {
-        name.removeprefix("key_"): value
-        for name, value in vars(args).items()
-        if name.startswith("key_")
-    }
+    overrides = config_overrides(args)
     if args.config is not None:
         config = TrainConfig.from_yaml(args.config, overrides)
     else:

@@ -310,7 +310,7 @@ def md(
         thermalize_momenta(atoms, temperature_K=temperature_K, rng=rng)
         Stationary(atoms)
     periodic = bool(atoms.pbc.all()) and atoms.cell.rank == 3
-    integrator = _integrator(
+    integrator = integrator_for(
         ensemble,
         temperature_K,
         friction * (1 / units.fs),
@@ -377,7 +377,7 @@ def md(
     )
 
 
-def _integrator(
+def integrator_for(
     ensemble: str,
     temperature_K: float,
     friction: float,
