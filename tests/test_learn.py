@@ -136,8 +136,15 @@ def test_two_rounds_with_emt_grow_labels_and_lower_the_test_error(
     assert (out / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
     card = (out / "card.md").read_text()
     assert "EMT" in card and "Spearman" in card and "faster" in card
-    # a finished run resumed with a larger budget continues from where it stopped
+    # a finished run resumed with a larger budget goes on where it stopped
     assert json.loads((out / "state.json").read_text())["round"] == 2
+    assert main(["learn", str(path), "--resume", "--max_rounds", "3"]) == 0
+    assert "18 labels in 3 rounds" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="cannot resume: committee differ"):
+        learn(
+            LearnConfig.from_dict({**config(start_file, out).to_dict(), "committee": 3}),
+            resume=True,
+        )
 
 
 def test_random_selection_and_convergence_stop(start_file, tmp_path):
@@ -145,12 +152,23 @@ def test_random_selection_and_convergence_stop(start_file, tmp_path):
     result = learn(config(start_file, tmp_path / "a", uncertainty_threshold=4.0), progress=False)
     assert result.stop_reason.startswith("converged: no explored frame above")
     assert result.labels == 6 and result.rounds == 1
-    # random selection ignores the threshold
+    # random selection ignores the threshold; the test set comes from the teacher's own MD
     result = learn(
-        config(start_file, tmp_path / "b", uncertainty_threshold=4.0, selection="random"),
+        config(
+            start_file,
+            tmp_path / "b",
+            uncertainty_threshold=4.0,
+            selection="random",
+            test_frames=3,
+            test_interval=5,
+            test_equilibration=10,
+        ),
         progress=False,
     )
     assert result.labels == 12 and result.rounds == 2
+    test = read(tmp_path / "b" / "test.extxyz", ":")
+    assert [f.info["source"] for f in test] == [f"teacher md 800 K frame {k}" for k in range(3)]
+    assert all(row["test_forces_rmse"] > 0 for row in result.history)
 
 
 # -------------------------------------------------------------------- nothing is ever lost

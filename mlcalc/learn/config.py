@@ -55,7 +55,8 @@ class LearnConfig:
         uncertainty_target: the run ends once the median uncertainty of a round's fresh
             exploration is below it and no trajectory had to be stopped.
         labels_per_round, max_labels, max_rounds, max_time: the label and time budgets
-            (``max_time`` like ``"2h"``; checked between stages).
+            (``max_time`` like ``"2h"``; checked before each round). A stopped run resumed
+            with larger budgets goes on.
         selection: ``"uncertainty"`` (candidates above the threshold, thinned by farthest-point
             sampling) or ``"random"`` (any explored frame: the baseline to compare with).
         executor: ``"processes"`` (local worker processes) or ``"dask"`` (a Dask cluster at
@@ -63,6 +64,11 @@ class LearnConfig:
             worker_threads: OpenMP threads of each worker's teacher.
         max_failed_fraction: the loop stops when more of a round's teacher calls fail.
         test_file: labelled frames (by the teacher) to score each round on.
+        test_frames: without ``test_file``: frames per start structure and temperature of
+            the teacher's own MD (Langevin, ``timestep_fs``) to score on, written to
+            ``test.extxyz`` before round 0 and never shown to the loop (0: none; the card then
+            reports validation errors). test_interval: MD steps between those frames, after
+            ``test_equilibration`` steps.
         device, dtype, threads: where the committee runs and trains.
     """
 
@@ -97,6 +103,9 @@ class LearnConfig:
     worker_threads: int = 1
     max_failed_fraction: float = 0.5
     test_file: str | None = None
+    test_frames: int = 0
+    test_interval: int = 20
+    test_equilibration: int = 200
     device: str | None = None
     dtype: str = "float32"
     threads: int | None = None
@@ -130,6 +139,7 @@ class LearnConfig:
             "max_rounds",
             "workers",
             "worker_threads",
+            "test_interval",
         ):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -167,6 +177,11 @@ class LearnConfig:
             raise ValueError(f"selection must be one of {SELECTIONS}, got {self.selection!r}")
         if self.executor not in EXECUTORS:
             raise ValueError(f"executor must be one of {EXECUTORS}, got {self.executor!r}")
+        if self.test_frames < 0 or self.test_equilibration < 0:
+            raise ValueError(
+                f"test_frames and test_equilibration must be >= 0, got {self.test_frames}, "
+                f"{self.test_equilibration}"
+            )
         if not 0 < self.max_failed_fraction <= 1:
             raise ValueError(
                 f"max_failed_fraction must be in (0, 1], got {self.max_failed_fraction}"

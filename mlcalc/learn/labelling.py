@@ -83,6 +83,49 @@ def _start_worker(threads: int) -> None:
     threading.Thread(target=_exit_when_orphaned, args=(os.getppid(),), daemon=True).start()
 
 
+def teacher_md(
+    teacher: TeacherSpec,
+    start: Atoms,
+    temperature: float,
+    frames: int,
+    interval: int,
+    equilibration: int,
+    timestep_fs: float,
+    seed: int,
+) -> list[Atoms]:
+    """``frames`` structures from the teacher's own Langevin MD at ``temperature`` (K), one
+    every ``interval`` steps after ``equilibration`` steps, each carrying the teacher's energy,
+    forces and (fully periodic cells) stress as ``mlcalc train`` reads them."""
+    from ase import units
+    from ase.md import Langevin, thermalize_momenta
+
+    atoms = start.copy()
+    atoms.calc = cached_teacher(teacher)
+    rng = np.random.default_rng(seed)
+    thermalize_momenta(atoms, temperature_K=temperature, rng=rng)
+    dynamics = Langevin(
+        atoms,
+        timestep_fs * units.fs,
+        temperature_K=temperature,
+        friction=0.01 / units.fs,
+        fixcm=False,
+        rng=rng,
+    )
+    dynamics.run(equilibration)
+    sampled = []
+    for k in range(frames):
+        dynamics.run(interval)
+        frame = Atoms(atoms.numbers, atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
+        frame.info["energy"] = float(atoms.get_potential_energy())
+        frame.arrays["forces"] = np.array(atoms.get_forces())
+        if atoms.pbc.all():
+            with contextlib.suppress(PropertyNotImplementedError):
+                frame.info["stress"] = np.array(atoms.get_stress(voigt=True))
+        frame.info["source"] = f"teacher md {temperature:g} K frame {k}"
+        sampled.append(frame)
+    return sampled
+
+
 @contextlib.contextmanager
 def open_executor(
     kind: str, workers: int, scheduler_address: str | None = None, threads: int = 1

@@ -31,7 +31,7 @@ from mlcalc.atomic import atomic_path, write_text_atomic
 from mlcalc.committee import CommitteeCalculator
 from mlcalc.learn.config import LearnConfig
 from mlcalc.learn.explore import explore, perturbed_copies, select, tag
-from mlcalc.learn.labelling import label_candidates, open_executor
+from mlcalc.learn.labelling import label_candidates, open_executor, teacher_md
 from mlcalc.learn.labels import LabelStore
 from mlcalc.learn.report import score_committee, write_outputs
 from mlcalc.learn.teachers import TeacherSpec
@@ -128,6 +128,7 @@ class ActiveLearning:
                 "device",
                 "threads",
                 "uncertainty_target",
+                "max_failed_fraction",
                 "test_file",
             }
             changed = sorted(
@@ -140,6 +141,7 @@ class ActiveLearning:
                     f"cannot resume: {', '.join(changed)} differ from the run in "
                     f"{self.output_dir}; only {', '.join(sorted(free))} may change"
                 )
+            state["stop_reason"] = None  # a stopped run goes on where the new budgets allow
             return state
         return {
             "round": 0,
@@ -179,6 +181,8 @@ class ActiveLearning:
             )
         )
         with context as executor:
+            if self.test_file is not None and not self.test_file.exists():
+                self._teacher_test_set(executor)
             while state["stop_reason"] is None:
                 stage = state["stage"]
                 if stage == "select":
@@ -202,6 +206,43 @@ class ActiveLearning:
             committee_paths=[Path(p) for p in state["members"].get(str(last), [])],
             history=state["history"],
         )
+
+    @property
+    def test_file(self) -> Path | None:
+        """The frames each round is scored on: ``test_file``, or the teacher's MD frames."""
+        if self.config.test_file is not None:
+            return Path(self.config.test_file)
+        return self.output_dir / "test.extxyz" if self.config.test_frames else None
+
+    def _teacher_test_set(self, executor: Executor) -> None:
+        """Label ``test_frames`` frames of the teacher's MD per start and temperature (in
+        parallel on the executor's workers) into ``test.extxyz``."""
+        config = self.config
+        futures = [
+            executor.submit(
+                teacher_md,
+                self.teacher,
+                start,
+                temperature,
+                config.test_frames,
+                config.test_interval,
+                config.test_equilibration,
+                config.timestep_fs,
+                config.seed + 7919 * (s + 1) + int(temperature),
+            )
+            for s, start in enumerate(self.starts)
+            for temperature in config.temperatures
+        ]
+        frames = []
+        with progress_bar(
+            desc="teacher md (test set)", unit="runs", total=len(futures), enabled=self.progress
+        ) as bar:
+            for future in futures:
+                frames.extend(future.result())
+                bar.update(1)
+        with atomic_path(self.test_file) as temporary:
+            ase.io.write(temporary, frames, format="extxyz")
+        self._say(f"test set: {len(frames)} frames of the teacher's MD in {self.test_file}")
 
     def round_dir(self, round_index: int) -> Path:
         return self.output_dir / f"round_{round_index}"
@@ -363,12 +404,12 @@ class ActiveLearning:
             "student_member": best,
             "elapsed_s": self._elapsed_base + time.perf_counter() - self._started,
         }
-        if config.test_file is not None:
+        if self.test_file is not None:
             row.update(
                 score_committee(
                     state["members"][str(r)],
                     members[best]["path"],
-                    config.test_file,
+                    str(self.test_file),
                     config.device,
                     config.dtype,
                 )
