@@ -26,15 +26,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from ase import Atoms, units
+from ase import Atoms
 from ase.build import bulk, molecule
-from ase.md import Langevin, thermalize_momenta
 
 from mlcalc.atomic import write_text_atomic
 from mlcalc.calculators import CALCULATOR_FOR
 from mlcalc.learn import LearnConfig, TeacherSpec, learn
-from mlcalc.learn.labelling import teacher_md
-from mlcalc.learn.report import score_committee
+from mlcalc.learn.labelling import langevin_frames, teacher_md
+from mlcalc.learn.report import score_committee, time_per_call
 from mlcalc.models import load_checkpoint
 from mlcalc.training import train
 from mlcalc.workflows import rdf
@@ -140,21 +139,7 @@ SYSTEMS: dict[str, dict[str, Any]] = {
 }
 
 
-def median_seconds(calculator: Any, atoms: Atoms, repeats: int) -> float:
-    """Median wall time of an energy + forces call on ``atoms`` (after one warm-up)."""
-    atoms = atoms.copy()
-    atoms.calc = calculator
-    times = []
-    for k in range(repeats + 1):
-        atoms.positions[0, 0] += 1e-3
-        started = time.perf_counter()
-        atoms.get_forces()
-        if k:
-            times.append(time.perf_counter() - started)
-    return float(np.median(times))
-
-
-def langevin_frames(
+def md_frames(
     atoms: Atoms,
     calculator: Any,
     temperature: float,
@@ -163,25 +148,10 @@ def langevin_frames(
     seed: int,
 ) -> list[Atoms]:
     """Frames every 20 steps of Langevin MD after the first fifth (equilibration)."""
-    atoms = atoms.copy()
-    atoms.calc = calculator
-    rng = np.random.default_rng(seed)
-    thermalize_momenta(atoms, temperature_K=temperature, rng=rng)
-    dynamics = Langevin(
-        atoms,
-        timestep_fs * units.fs,
-        temperature_K=temperature,
-        friction=0.01 / units.fs,
-        fixcm=False,
-        rng=rng,
-    )
     steps = int(picoseconds * 1000 / timestep_fs)
-    dynamics.run(steps // 5)
-    frames = []
-    for _ in range(steps * 4 // 5 // 20):
-        dynamics.run(20)
-        frames.append(atoms.copy())
-    return frames
+    return langevin_frames(
+        atoms, calculator, temperature, steps * 4 // 5 // 20, 20, steps // 5, timestep_fs, seed
+    )
 
 
 def rdf_peaks(frames: list[Atoms], cell: float | None, rmax: float) -> dict[str, float]:
@@ -260,7 +230,7 @@ def summary_rows(results: dict[str, Any]) -> list[tuple[str, str]]:
             (
                 f"speed at {speed['atoms']} atoms (s per E+F call)",
                 f"student {speed['student_s']:.3f}, teacher {speed['teacher_s']:.2f}: "
-                f"{speed['teacher_s'] / speed['student_s']:.0f}×",
+                f"{speed['teacher_s'] / speed['student_s']:.3g}×",
             )
         )
     md = results.get("md")
@@ -345,17 +315,16 @@ def main() -> None:
         return {
             "atoms": len(atoms),
             "threads": args.threads,
-            "student_s": median_seconds(student, atoms, args.speed_repeats),
-            "teacher_s": median_seconds(teacher.build(), atoms, args.speed_repeats),
+            "student_s": time_per_call(student, atoms, args.speed_repeats),
+            "teacher_s": time_per_call(teacher.build(), atoms, args.speed_repeats),
         }
 
     hottest = max(config["temperatures"])
     last_start = system["starts"]()[-1]
+    timestep = config.get("timestep_fs", 1.0)
 
     def stability() -> dict[str, float]:
-        frames = langevin_frames(
-            last_start, student, hottest, args.md_ps, config.get("timestep_fs", 1.0), seed=1
-        )
+        frames = md_frames(last_start, student, hottest, args.md_ps, timestep, seed=1)
         closest = min(
             float(np.min(f.get_all_distances(mic=bool(f.pbc.any())) + 1e9 * np.eye(len(f))))
             for f in frames
@@ -363,12 +332,9 @@ def main() -> None:
         return {"picoseconds": args.md_ps, "temperature": hottest, "closest_pair": closest}
 
     def property_() -> dict[str, Any]:
-        timestep = config.get("timestep_fs", 1.0)
         peaks = {}
         for name, calculator in (("student", student), ("teacher", teacher.build())):
-            frames = langevin_frames(
-                last_start, calculator, hottest, args.property_ps, timestep, seed=2
-            )
+            frames = md_frames(last_start, calculator, hottest, args.property_ps, timestep, seed=2)
             peaks[name] = rdf_peaks(frames, system["rdf_cell"], rmax=5.0)
         return {"temperature": hottest, "picoseconds": args.property_ps, **peaks}
 
@@ -391,7 +357,7 @@ def main() -> None:
                 per_run,
                 config["sample_interval"],
                 config["test_equilibration"],
-                config.get("timestep_fs", 1.0),
+                timestep,
                 seed=100 + s,
             )
         ]

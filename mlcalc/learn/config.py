@@ -14,7 +14,12 @@ from typing import Any
 import yaml
 
 from mlcalc.models import ARCHITECTURES
-from mlcalc.training.config import TrainConfig, parse_duration
+from mlcalc.training.config import (
+    TrainConfig,
+    parse_duration,
+    read_yaml_mapping,
+    refuse_unknown_keys,
+)
 
 SELECTIONS = ("uncertainty", "random")
 EXECUTORS = ("processes", "dask")
@@ -235,31 +240,13 @@ class LearnConfig:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> LearnConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            import difflib
-
-            hints = []
-            for key in unknown:
-                close = difflib.get_close_matches(key, sorted(known), n=1)
-                hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-            raise ValueError(f"unknown learn config key(s): {'; '.join(hints)}")
+        refuse_unknown_keys(values, cls, "learn config")
         return cls(**values)
 
     @classmethod
     def from_yaml(cls, path: str | PathLike, overrides: Mapping[str, Any] = ()) -> LearnConfig:
-        """Read ``path`` and apply ``overrides``."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"learn config not found: {path}")
-        try:
-            values = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as error:
-            raise ValueError(f"{path} is not valid YAML: {error}") from error
-        if not isinstance(values, dict):
-            raise ValueError(f"{path} must hold a mapping of keys to values")
-        return cls.from_dict({**values, **dict(overrides)})
+        """Read ``path`` and apply ``overrides`` (flags win over the file)."""
+        return cls.from_dict({**read_yaml_mapping(path, "learn config"), **dict(overrides)})
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 from ase import Atoms
-from ase.calculators.calculator import PropertyNotImplementedError
+from ase.calculators.calculator import Calculator, PropertyNotImplementedError
 
 from mlcalc.learn.labels import ID_KEY, Label, LabelStore, write_journal
 from mlcalc.learn.teachers import TeacherSpec, cached_teacher
@@ -83,9 +83,9 @@ def _start_worker(threads: int) -> None:
     threading.Thread(target=_exit_when_orphaned, args=(os.getppid(),), daemon=True).start()
 
 
-def teacher_md(
-    teacher: TeacherSpec,
+def langevin_frames(
     start: Atoms,
+    calculator: Calculator,
     temperature: float,
     frames: int,
     interval: int,
@@ -93,14 +93,15 @@ def teacher_md(
     timestep_fs: float,
     seed: int,
 ) -> list[Atoms]:
-    """``frames`` structures from the teacher's own Langevin MD at ``temperature`` (K), one
-    every ``interval`` steps after ``equilibration`` steps, each carrying the teacher's energy,
-    forces and (fully periodic cells) stress as ``mlcalc train`` reads them."""
+    """``frames`` structures of Langevin MD of ``start`` by ``calculator`` at ``temperature``
+    (K; friction 0.01/fs), one every ``interval`` steps after ``equilibration`` steps, each
+    carrying the calculator's energy, forces and (fully periodic cells) stress as
+    ``mlcalc train`` reads them."""
     from ase import units
     from ase.md import Langevin, thermalize_momenta
 
     atoms = start.copy()
-    atoms.calc = cached_teacher(teacher)
+    atoms.calc = calculator
     rng = np.random.default_rng(seed)
     thermalize_momenta(atoms, temperature_K=temperature, rng=rng)
     dynamics = Langevin(
@@ -121,8 +122,34 @@ def teacher_md(
         if atoms.pbc.all():
             with contextlib.suppress(PropertyNotImplementedError):
                 frame.info["stress"] = np.array(atoms.get_stress(voigt=True))
-        frame.info["source"] = f"teacher md {temperature:g} K frame {k}"
+        frame.info["source"] = f"md {temperature:g} K frame {k}"
         sampled.append(frame)
+    return sampled
+
+
+def teacher_md(
+    teacher: TeacherSpec,
+    start: Atoms,
+    temperature: float,
+    frames: int,
+    interval: int,
+    equilibration: int,
+    timestep_fs: float,
+    seed: int,
+) -> list[Atoms]:
+    """:func:`langevin_frames` of the teacher (built once per worker), labelled by it."""
+    sampled = langevin_frames(
+        start,
+        cached_teacher(teacher),
+        temperature,
+        frames,
+        interval,
+        equilibration,
+        timestep_fs,
+        seed,
+    )
+    for frame in sampled:
+        frame.info["source"] = f"teacher {frame.info['source']}"
     return sampled
 
 

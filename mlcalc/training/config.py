@@ -209,30 +209,14 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:
-        known = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(values) - set(known))
-        if unknown:
-            close = {k: _close(k, known) for k in unknown}
-            hints = "; ".join(
-                f"{k!r}" + (f" (did you mean {c!r}?)" if c else "") for k, c in close.items()
-            )
-            raise ValueError(f"unknown training config key(s): {hints}")
+        refuse_unknown_keys(values, cls, "training config")
         return cls(**values)
 
     @classmethod
     def from_yaml(cls, path: str | PathLike, overrides: Mapping[str, Any] = ()) -> TrainConfig:
         """Read ``path`` and apply ``overrides`` (relative file paths stay relative to the
         current directory, as on the command line)."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"training config not found: {path}")
-        try:
-            values = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as error:
-            raise ValueError(f"{path} is not valid YAML: {error}") from error
-        if not isinstance(values, dict):
-            raise ValueError(f"{path} must hold a mapping of keys to values")
-        return cls.from_dict({**values, **dict(overrides)})
+        return cls.from_dict({**read_yaml_mapping(path, "training config"), **dict(overrides)})
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
@@ -263,11 +247,33 @@ def _as_number(value: Any, kind: type) -> float | int | None:
     return float(value)
 
 
-def _close(key: str, known: list[str]) -> str | None:
+def refuse_unknown_keys(values: Mapping[str, Any], config_class: type, what: str) -> None:
+    """``ValueError`` naming the keys of ``values`` that are not fields of the dataclass
+    ``config_class``, each with the closest field (``what``: the config's name)."""
     import difflib
 
-    matches = difflib.get_close_matches(key, known, n=1)
-    return matches[0] if matches else None
+    known = [f.name for f in dataclasses.fields(config_class)]
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        hints = []
+        for key in unknown:
+            close = difflib.get_close_matches(key, known, n=1)
+            hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise ValueError(f"unknown {what} key(s): {'; '.join(hints)}")
+
+
+def read_yaml_mapping(path: str | PathLike, what: str) -> dict[str, Any]:
+    """The mapping in the YAML file ``path`` (``what``: the config's name, for errors)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ValueError(f"{path} is not valid YAML: {error}") from error
+    if not isinstance(values, dict):
+        raise ValueError(f"{path} must hold a mapping of keys to values")
+    return values
 
 
 _DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?$")
