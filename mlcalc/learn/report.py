@@ -203,7 +203,8 @@ def write_card(
         lines.append(
             f"On the start structure ({len(example)} atoms), energy + forces: this model "
             f"{1000 * student_seconds:.1f} ms, the teacher {1000 * np.median(teacher_seconds):.1f} "
-            f"ms (median of its labelling calls): {ratio:.1f}× faster."
+            f"ms (median of its labelling calls, one thread per worker): this model is "
+            f"{ratio:.3g}× as fast as the teacher."
         )
     else:
         lines.append(
