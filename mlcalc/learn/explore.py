@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import ase.io
 import numpy as np
 from ase import Atoms, units
 from ase.md import thermalize_momenta
@@ -18,6 +19,22 @@ from ase.md.velocitydistribution import Stationary
 from mlcalc.learn.labels import ID_KEY, ROUND_KEY, SOURCE_KEY
 from mlcalc.neighbors import neighbor_list
 from mlcalc.workflows.dynamics import integrator_for
+
+
+def read_structures_of(paths: Sequence[str]) -> list[Atoms]:
+    """Every frame of the ASE-readable files ``paths``, without calculators."""
+    structures = []
+    for path in paths:
+        try:
+            frames = ase.io.read(path, ":")
+        except Exception as error:
+            raise ValueError(f"cannot read start file {path}: {error}") from error
+        for atoms in frames if isinstance(frames, list) else [frames]:
+            atoms.calc = None
+            structures.append(atoms)
+    if not structures:
+        raise ValueError(f"no structures in {', '.join(paths)}")
+    return structures
 
 
 def perturbed_copies(

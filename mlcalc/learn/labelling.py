@@ -16,10 +16,12 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
 from pathlib import Path
 
+import ase.io
 import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError
 
+from mlcalc.atomic import atomic_path
 from mlcalc.learn.labels import ID_KEY, Label, LabelStore, write_journal
 from mlcalc.learn.teachers import TeacherSpec, cached_teacher
 from mlcalc.progress import progress_bar
@@ -151,6 +153,48 @@ def teacher_md(
     for frame in sampled:
         frame.info["source"] = f"teacher {frame.info['source']}"
     return sampled
+
+
+def write_teacher_test_set(
+    path: Path,
+    teacher: TeacherSpec,
+    starts: Sequence[Atoms],
+    temperatures: Sequence[float],
+    frames: int,
+    interval: int,
+    equilibration: int,
+    timestep_fs: float,
+    seed: int,
+    executor: Executor,
+    progress: bool | None = None,
+) -> int:
+    """Write :func:`teacher_md` frames of every start at every temperature (the runs in
+    parallel on the executor's workers) to ``path`` atomically; returns how many."""
+    futures = [
+        executor.submit(
+            teacher_md,
+            teacher,
+            start,
+            temperature,
+            frames,
+            interval,
+            equilibration,
+            timestep_fs,
+            seed + 7919 * (s + 1) + int(temperature),
+        )
+        for s, start in enumerate(starts)
+        for temperature in temperatures
+    ]
+    labelled: list[Atoms] = []
+    with progress_bar(
+        desc="teacher md (test set)", unit="runs", total=len(futures), enabled=progress
+    ) as bar:
+        for future in futures:
+            labelled.extend(future.result())
+            bar.update(1)
+    with atomic_path(path) as temporary:
+        ase.io.write(temporary, labelled, format="extxyz")
+    return len(labelled)
 
 
 @contextlib.contextmanager

@@ -25,13 +25,12 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import ase.io
-from ase import Atoms
 
 from mlcalc.atomic import atomic_path, write_text_atomic
 from mlcalc.committee import CommitteeCalculator
 from mlcalc.learn.config import LearnConfig
-from mlcalc.learn.explore import explore, perturbed_copies, select, tag
-from mlcalc.learn.labelling import label_candidates, open_executor, teacher_md
+from mlcalc.learn.explore import explore, perturbed_copies, read_structures_of, select, tag
+from mlcalc.learn.labelling import label_candidates, open_executor, write_teacher_test_set
 from mlcalc.learn.labels import LabelStore
 from mlcalc.learn.report import score_committee, write_outputs
 from mlcalc.learn.teachers import TeacherSpec
@@ -54,22 +53,6 @@ class LearnResult:
     model_path: Path
     committee_paths: list[Path]
     history: list[dict[str, Any]]
-
-
-def read_start(config: LearnConfig) -> list[Atoms]:
-    """Every frame of the start files, without calculators."""
-    structures = []
-    for path in config.start_files():
-        try:
-            frames = ase.io.read(path, ":")
-        except Exception as error:
-            raise ValueError(f"cannot read start file {path}: {error}") from error
-        for atoms in frames if isinstance(frames, list) else [frames]:
-            atoms.calc = None
-            structures.append(atoms)
-    if not structures:
-        raise ValueError(f"no structures in {', '.join(config.start_files())}")
-    return structures
 
 
 class ActiveLearning:
@@ -104,7 +87,7 @@ class ActiveLearning:
                 "choose another output_dir"
             )
         self.teacher = TeacherSpec(config.teacher, dict(config.teacher_options))  # type: ignore[arg-type]
-        self.starts = read_start(config)
+        self.starts = read_structures_of(config.start_files())
         elements = sorted({s for atoms in self.starts for s in atoms.get_chemical_symbols()})
         self.teacher.check(elements)  # before any teacher call
         self.resume = resume
@@ -215,34 +198,21 @@ class ActiveLearning:
         return self.output_dir / "test.extxyz" if self.config.test_frames else None
 
     def _teacher_test_set(self, executor: Executor) -> None:
-        """Label ``test_frames`` frames of the teacher's MD per start and temperature (in
-        parallel on the executor's workers) into ``test.extxyz``."""
         config = self.config
-        futures = [
-            executor.submit(
-                teacher_md,
-                self.teacher,
-                start,
-                temperature,
-                config.test_frames,
-                config.test_interval,
-                config.test_equilibration,
-                config.timestep_fs,
-                config.seed + 7919 * (s + 1) + int(temperature),
-            )
-            for s, start in enumerate(self.starts)
-            for temperature in config.temperatures
-        ]
-        frames = []
-        with progress_bar(
-            desc="teacher md (test set)", unit="runs", total=len(futures), enabled=self.progress
-        ) as bar:
-            for future in futures:
-                frames.extend(future.result())
-                bar.update(1)
-        with atomic_path(self.test_file) as temporary:
-            ase.io.write(temporary, frames, format="extxyz")
-        self._say(f"test set: {len(frames)} frames of the teacher's MD in {self.test_file}")
+        count = write_teacher_test_set(
+            self.test_file,
+            self.teacher,
+            self.starts,
+            config.temperatures,
+            config.test_frames,
+            config.test_interval,
+            config.test_equilibration,
+            config.timestep_fs,
+            config.seed,
+            executor,
+            self.progress,
+        )
+        self._say(f"test set: {count} frames of the teacher's MD in {self.test_file}")
 
     def round_dir(self, round_index: int) -> Path:
         return self.output_dir / f"round_{round_index}"
