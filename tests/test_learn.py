@@ -302,6 +302,7 @@ def test_dask_local_cluster_gives_the_labels_of_local_processes(tmp_path):
         ),
         ({"teacher": "learn_teachers:nonexistent"}, ValueError, "nonexistent"),
         ({"temperature": 300}, ValueError, "did you mean 'temperatures'"),
+        ({"uncertainty_threshold": "small"}, ValueError, "uncertainty_threshold must be a num"),
         ({"training": {"train_file": "x.xyz"}}, ValueError, "sets train_file itself"),
     ],
 )
@@ -317,6 +318,11 @@ def test_a_teacher_without_an_element_of_the_start_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"(?i)emt.*Si"):
         learn(config(path, tmp_path / "run"), progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_numbers_written_as_text_are_read(start_file, tmp_path):
+    values = config(start_file, tmp_path / "run", uncertainty_threshold="1e-3", committee="2")
+    assert values.uncertainty_threshold == 0.001 and values.committee == 2
 
 
 def test_help_lists_every_key(capsys):

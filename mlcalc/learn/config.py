@@ -17,6 +17,7 @@ from mlcalc.models import ARCHITECTURES
 from mlcalc.training.config import (
     TrainConfig,
     parse_duration,
+    read_numbers,
     read_yaml_mapping,
     refuse_unknown_keys,
 )
@@ -116,6 +117,7 @@ class LearnConfig:
     threads: int | None = None
 
     def __post_init__(self) -> None:
+        read_numbers(self)
         if self.teacher is None:
             raise ValueError("teacher is required (emt, xtb, sevennet or module:factory)")
         if self.start is None or not self.start_files():

@@ -134,7 +134,7 @@ class TrainConfig:
     output_dir: str = "training"
 
     def __post_init__(self) -> None:
-        self._read_numbers()
+        read_numbers(self)
         if self.train_file is None:
             raise ValueError("train_file is required (a training data file)")
         if self.architecture not in ARCHITECTURES:
@@ -176,19 +176,6 @@ class TrainConfig:
                     raise ValueError(f"{key} must be >= 0, got {value}")
         self.max_time_seconds()  # validates the format
 
-    def _read_numbers(self) -> None:
-        """Numbers given as text become numbers: YAML 1.1 reads ``1e-3`` as a string."""
-        for field in dataclasses.fields(self):
-            kind = _NUMBER_FIELDS.get(str(field.type))
-            value = getattr(self, field.name)
-            if kind is None or value is None:
-                continue
-            number = _as_number(value, kind)
-            if number is None:
-                expected = "an integer" if kind is int else "a number"
-                raise ValueError(f"{field.name} must be {expected}, got {value!r}")
-            setattr(self, field.name, number)
-
     def label_keys(self) -> LabelKeys:
         """Where the files hold labels, charge and spin."""
         return LabelKeys(
@@ -229,6 +216,22 @@ _NUMBER_FIELDS: dict[str, type] = {
     "int": int,
     "int | None": int,
 }
+
+
+def read_numbers(config: Any) -> None:
+    """The number fields of the dataclass instance ``config`` (annotated ``int``, ``float``,
+    or either ``| None``) given as text become numbers (YAML 1.1 reads ``1e-3`` as a string);
+    ``ValueError`` naming the field for anything else."""
+    for field in dataclasses.fields(config):
+        kind = _NUMBER_FIELDS.get(str(field.type))
+        value = getattr(config, field.name)
+        if kind is None or value is None:
+            continue
+        number = _as_number(value, kind)
+        if number is None:
+            expected = "an integer" if kind is int else "a number"
+            raise ValueError(f"{field.name} must be {expected}, got {value!r}")
+        setattr(config, field.name, number)
 
 
 def _as_number(value: Any, kind: type) -> float | int | None:
