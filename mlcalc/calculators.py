@@ -136,6 +136,31 @@ def split_results(
     return results
 
 
+def model_outputs(
+    model: AtomisticModel,
+    graph: AtomicGraph,
+    compiled_energies: CompiledAtomicEnergies | None = None,
+    compute_stress: bool = True,
+) -> dict[str, torch.Tensor]:
+    """A model's detached outputs for ``graph`` (already on the model's device and dtype):
+    ``energy [B]`` (eV), ``forces [N, 3]`` (eV/Å), ``stress [B, 3, 3]`` (eV/Å³, ASE sign; only
+    when ``compute_stress`` and a structure is periodic), ``node_energy [N]`` where the model
+    has atomic energies and, for long-range models, ``charges [N]`` (e). Warns once when the
+    graph carries a charge or spin the model ignores."""
+    warn_if_charge_ignored(model, graph)
+    compute_stress = compute_stress and bool(graph.pbc.all(dim=1).any())
+    coulomb = getattr(model, "coulomb", None)
+    if coulomb is not None:
+        coulomb.last_charges = None
+    if compiled_energies is not None:
+        out = conservative_outputs(compiled_energies, graph, True, compute_stress)
+    else:
+        out = model(graph, compute_forces=True, compute_stress=compute_stress)
+    if coulomb is not None and coulomb.last_charges is not None:
+        out["charges"] = coulomb.last_charges
+    return {name: value.detach() for name, value in out.items()}
+
+
 class MLCalculator(Calculator):
     """ASE calculator around an mlcalc model; subclasses fix the architecture.
 
@@ -331,20 +356,8 @@ class MLCalculator(Calculator):
 
     def _evaluate(self, graph: AtomicGraph, first_index: int = 0) -> list[dict[str, Any]]:
         """Results of each structure of ``graph`` (numbered from ``first_index`` in errors)."""
-        periodic = graph.pbc.all(dim=1).tolist()
-        warn_if_charge_ignored(self.model, graph)
-        device_graph = graph.to(self.device)
-        coulomb = getattr(self.model, "coulomb", None)
-        if coulomb is not None:
-            coulomb.last_charges = None
-        if self.compiled_energies is not None:
-            out = conservative_outputs(self.compiled_energies, device_graph, True, any(periodic))
-        else:
-            out = self.model(device_graph, compute_forces=True, compute_stress=any(periodic))
-        if coulomb is not None and coulomb.last_charges is not None:
-            out["charges"] = coulomb.last_charges
-        out = {name: value.detach().cpu() for name, value in out.items()}
-        return split_results(out, graph, first_index)
+        out = model_outputs(self.model, graph.to(self.device), self.compiled_energies)
+        return split_results({name: value.cpu() for name, value in out.items()}, graph, first_index)
 
 
 class NEMPCalculator(MLCalculator):
@@ -371,3 +384,17 @@ CALCULATOR_FOR: dict[str, type[MLCalculator]] = {
     NEMP.architecture: NEMPCalculator,
     MLANet.architecture: MLANetCalculator,
 }
+
+
+def load_calculator(
+    name_or_ref: str | PathLike,
+    device: torch.device | str | None = None,
+    dtype: str | torch.dtype | None = None,
+    **kwargs: Any,
+) -> MLCalculator:
+    """The calculator of the right class (:data:`CALCULATOR_FOR`) for a registry name, an
+    ``hf://`` reference or a checkpoint path; ``dtype=None`` as in
+    :meth:`MLCalculator.from_pretrained`, ``kwargs`` (``skin``, ``dispersion``...) go to the
+    constructor."""
+    model = load_model(name_or_ref, dtype=dtype)
+    return CALCULATOR_FOR[model.architecture](model, device=device, **kwargs)

@@ -38,6 +38,7 @@ from ase.calculators.calculator import Calculator, all_changes
 from mlcalc.calculators import (
     electron_state_changes,
     group_structures,
+    model_outputs,
     require_full_periodicity,
     resolve_device,
     resolve_dtype,
@@ -45,7 +46,6 @@ from mlcalc.calculators import (
 )
 from mlcalc.graph import AtomicGraph, NeighborBackend, NeighborCache, build_graph
 from mlcalc.models import AtomisticModel, load_checkpoint
-from mlcalc.models.charge import warn_if_charge_ignored
 from mlcalc.pretrained import load_model
 
 #: A committee member: a model, a registry name, an ``hf://`` reference or a checkpoint path.
@@ -236,12 +236,10 @@ class CommitteeCalculator(Calculator):
 
     def _evaluate(self, graph: AtomicGraph, first_index: int = 0) -> list[dict[str, Any]]:
         """Committee results of each structure of ``graph`` (numbered from ``first_index``)."""
-        stress = bool(graph.pbc.all(dim=1).any())
         device_graph = graph.to(self.device)
         per_member = []
         for model in self.models:
-            warn_if_charge_ignored(model, graph)
-            out = model(device_graph, compute_forces=True, compute_stress=stress)
-            out = {name: value.detach().cpu() for name, value in out.items()}
+            out = model_outputs(model, device_graph)
+            out = {name: value.cpu() for name, value in out.items()}
             per_member.append(split_results(out, graph, first_index))
         return [committee_results(members) for members in zip(*per_member, strict=True)]

@@ -346,10 +346,12 @@ class NeighborCache:
         atoms: Atoms,
         elements: Sequence[int] | None = None,
         dtype: torch.dtype = torch.float64,
+        index: int = 0,
     ) -> AtomicGraph:
         """The graph of ``atoms`` at ``cutoff``, as :func:`build_graph` would build it
-        (same arguments, same validation), from the stored list when it is still valid."""
-        structure = _validated(atoms, 0)
+        (same arguments, same validation), from the stored list when it is still valid;
+        errors call the structure number ``index``."""
+        structure = _validated(atoms, index)
         if not self._is_valid_for(structure):
             i, j, shifts, _ = neighbor_list(
                 structure.positions,
@@ -365,5 +367,5 @@ class NeighborCache:
         distances = np.linalg.norm(vectors, axis=1)
         inside = distances <= self.cutoff
         i, j, shifts, distances = i[inside], j[inside], shifts[inside], distances[inside]
-        _check_close_atoms(i, j, distances, 0)
+        _check_close_atoms(i, j, distances, index)
         return _assemble([structure], [(i, j, shifts)], elements, dtype)

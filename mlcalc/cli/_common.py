@@ -34,11 +34,9 @@ def calculator_from_args(args: argparse.Namespace) -> Calculator:
         from ase.calculators.emt import EMT
 
         return EMT()
-    from mlcalc.calculators import CALCULATOR_FOR
-    from mlcalc.pretrained import load_model
+    from mlcalc.calculators import load_calculator
 
-    model = load_model(args.model)
-    return CALCULATOR_FOR[model.architecture](model, device=args.device, dtype=args.dtype)
+    return load_calculator(args.model, device=args.device, dtype=args.dtype)
 
 
 def read_structure(path: str | Path, index: Any = -1) -> Atoms:
