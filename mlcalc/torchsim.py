@@ -5,7 +5,8 @@ pass per step.
 >>> from mlcalc.torchsim import MLCalcModel
 >>> model = MLCalcModel.from_pretrained("water", device="cpu", dtype="float64")
 >>> state = ts.io.atoms_to_state(boxes, model.device, model.dtype)
->>> out = model(state)   # energy [n_systems] eV, forces [n_atoms, 3] eV/Å, stress [n_systems, 3, 3] eV/Å³
+>>> out = model(state)  # energy [n_systems] eV, forces [n_atoms, 3] eV/Å,
+>>>                     # stress [n_systems, 3, 3] eV/Å³
 
 All systems of a ``SimState`` become one batched :class:`~mlcalc.graph.AtomicGraph` and go
 through the model in one forward and backward pass. The graph is built as for the ASE
@@ -51,9 +52,7 @@ def _system_values(state: ts.SimState, name: str) -> list[int] | None:
         return None
     values = torch.as_tensor(values).reshape(-1)
     if values.numel() != state.n_systems:
-        raise ValueError(
-            f"state.{name} has {values.numel()} values for {state.n_systems} systems"
-        )
+        raise ValueError(f"state.{name} has {values.numel()} values for {state.n_systems} systems")
     if values.is_floating_point() and not torch.equal(values, values.round()):
         raise ValueError(f"state.{name} must hold whole numbers, got {values.tolist()}")
     return [int(v) for v in values.tolist()]

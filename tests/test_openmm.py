@@ -70,9 +70,7 @@ def test_system_equals_the_ase_calculator(name, checkpoint):
     atoms.calc = NEMPCalculator(build_model(), device="cpu")
     expected = atoms.get_potential_energy() / KJ_PER_MOL
     assert energy == pytest.approx(expected, rel=1e-12, abs=1e-9)
-    np.testing.assert_allclose(
-        forces, atoms.get_forces() * 10 / KJ_PER_MOL, rtol=1e-12, atol=1e-9
-    )
+    np.testing.assert_allclose(forces, atoms.get_forces() * 10 / KJ_PER_MOL, rtol=1e-12, atol=1e-9)
 
 
 def test_registry_model_in_single_precision_and_a_short_nve_run():
@@ -145,26 +143,26 @@ def test_conservative_mlanet_works_and_direct_is_refused(tmp_path):
     atoms.calc = MLANetCalculator.from_checkpoint(paths["conservative"], device="cpu")
     assert energy == pytest.approx(atoms.get_potential_energy() / KJ_PER_MOL, rel=1e-12)
     potential = openmmml.MLPotential("mlcalc", model=str(paths["direct"]))
-    with pytest.raises(ValueError, match="computes forces directly .* use a conservative model"):
+    with pytest.raises(ValueError, match=r"computes forces directly .* use a conservative model"):
         potential.createSystem(topology, device="cpu")
 
 
 def test_bad_input_gives_our_errors(checkpoint):
-    with pytest.raises(ValueError, match="needs model="):
+    with pytest.raises(ValueError, match=r"needs model="):
         openmmml.MLPotential("mlcalc")
-    with pytest.raises(TypeError, match="go to createSystem"):
+    with pytest.raises(TypeError, match=r"go to createSystem"):
         openmmml.MLPotential("mlcalc", model=checkpoint, precision="double")
     potential = openmmml.MLPotential("mlcalc", model=checkpoint)
     silicon, _ = topology_from_atoms(Atoms("Si2", positions=[[0, 0, 0], [2.3, 0, 0]]))
-    with pytest.raises(ValueError, match="element.*Si of the topology are not supported"):
+    with pytest.raises(ValueError, match=r"element.*Si of the topology are not supported"):
         potential.createSystem(silicon, device="cpu")
     atoms = water_dimer()
     topology, positions = topology_from_atoms(atoms)
-    with pytest.raises(ValueError, match="precision must be 'single' or 'double'"):
+    with pytest.raises(ValueError, match=r"precision must be 'single' or 'double'"):
         potential.createSystem(topology, precision="half")
-    with pytest.raises(TypeError, match="unknown argument.*temperature"):
+    with pytest.raises(TypeError, match=r"unknown argument.*temperature"):
         potential.createSystem(topology, temperature=300)
     positions[1] = positions[0] + 0.0005
     context, _ = _context(potential.createSystem(topology, device="cpu"), positions)
-    with pytest.raises(openmm.OpenMMException, match="atoms 0 and 1 are 0.0087 Å apart"):
+    with pytest.raises(openmm.OpenMMException, match=r"atoms 0 and 1 are 0.0087 Å apart"):
         context.getState(getEnergy=True)

@@ -100,8 +100,9 @@ def test_skin_reuses_lists_and_changes_nothing():
     state = ts.io.atoms_to_state([small_bulk(), triclinic_alloy()], "cpu", torch.float64)
     generator = torch.Generator().manual_seed(0)
     for _ in range(4):
-        state.positions += 0.02 * torch.randn(state.positions.shape, generator=generator,
-                                              dtype=torch.float64)
+        state.positions += 0.02 * torch.randn(
+            state.positions.shape, generator=generator, dtype=torch.float64
+        )
         expected, got = plain(state), skinned(state)
         for name in ("energy", "forces", "stress"):
             torch.testing.assert_close(got[name], expected[name], rtol=0, atol=1e-12)
@@ -125,7 +126,7 @@ def test_charge_and_spin_come_from_the_state():
     plain = MLCalcModel(model, device="cpu")(ts.io.atoms_to_state([cation], "cpu", torch.float64))
     assert abs(float(plain["energy"][0]) - float(out["energy"][0])) > 1e-6
     state.spin = torch.tensor([2, 2])  # a triplet-impossible count for 10 electrons
-    with pytest.raises(ValueError, match="structure 1: .*impossible for 10 electrons"):
+    with pytest.raises(ValueError, match=r"structure 1: .*impossible for 10 electrons"):
         MLCalcModel(model, device="cpu")(state)
 
 
@@ -157,22 +158,20 @@ def test_relaxation_with_a_cell_filter_lowers_the_energy():
     model = MLCalcModel(build_model(), device="cpu")
     start = ts.io.atoms_to_state([small_bulk()], "cpu", torch.float64)
     before = float(model(start)["energy"][0])
-    final = ts.optimize(
-        system=start, model=model, optimizer=ts.frechet_cell_fire, max_steps=20
-    )
+    final = ts.optimize(system=start, model=model, optimizer=ts.frechet_cell_fire, max_steps=20)
     assert float(model(final)["energy"][0]) < before
     assert not torch.allclose(final.cell, start.cell)
 
 
 def test_direct_force_models_are_refused():
-    with pytest.raises(ValueError, match="computes forces directly .* use a conservative model"):
+    with pytest.raises(ValueError, match=r"computes forces directly .* use a conservative model"):
         MLCalcModel(_mlanet("direct"), device="cpu")
 
 
 def test_unknown_elements_stop_the_run_with_our_error():
     model = MLCalcModel(build_model(), device="cpu")
     silicon = bulk("Si", "diamond", a=5.43)
-    with pytest.raises(KeyError, match="structure 1: element.*Si not supported"):
+    with pytest.raises(KeyError, match=r"structure 1: element.*Si not supported"):
         ts.integrate(
             system=[small_bulk(), silicon],
             model=model,
@@ -187,7 +186,7 @@ def test_atoms_on_top_of_each_other_stop_the_run_with_our_error():
     model = MLCalcModel(build_model(), device="cpu")
     crowded = small_bulk()
     crowded.positions[1] = crowded.positions[0] + 0.01
-    with pytest.raises(ValueError, match="structure 0: atoms 0 and 1 are 0.0173 Å apart"):
+    with pytest.raises(ValueError, match=r"structure 0: atoms 0 and 1 are 0.0173 Å apart"):
         ts.integrate(
             system=crowded,
             model=model,
