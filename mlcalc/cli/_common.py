@@ -12,8 +12,8 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator
 
 
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--model``, ``--device``, ``--dtype`` and ``--out``."""
+def add_model_arguments(parser: argparse.ArgumentParser, out: bool = True) -> None:
+    """``--model``, ``--device``, ``--dtype`` and (with ``out``) ``--out``."""
     parser.add_argument(
         "--model",
         required=True,
@@ -24,19 +24,20 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dtype", default="float64", choices=["float32", "float64"], help="default: float64"
     )
-    parser.add_argument("--out", default=".", type=Path, help="output folder (created)")
+    if out:
+        parser.add_argument("--out", default=".", type=Path, help="output folder (created)")
 
 
-def calculator_from_args(args: argparse.Namespace) -> Calculator:
+def calculator_from_args(args: argparse.Namespace, **options: Any) -> Calculator:
     """The ASE calculator named by ``--model`` (registry name, ``hf://`` reference, checkpoint
-    path, or ``emt``)."""
+    path, or ``emt``); ``options`` (``skin``...) go to mlcalc calculators."""
     if args.model.lower() == "emt":
         from ase.calculators.emt import EMT
 
         return EMT()
     from mlcalc.calculators import load_calculator
 
-    return load_calculator(args.model, device=args.device, dtype=args.dtype)
+    return load_calculator(args.model, device=args.device, dtype=args.dtype, **options)
 
 
 def read_structure(path: str | Path, index: Any = -1) -> Atoms:
