@@ -73,7 +73,10 @@ def serve(
     Args:
         calculator: evaluates each bead (eV, eV/Å; i-PI's atomic units are converted by ASE).
         template: the atoms i-PI simulates, in i-PI's order; evaluated once before connecting,
-            so that unknown elements or overlapping atoms are refused before the run.
+            so that unknown elements or overlapping atoms are refused before the run. Its
+            ``pbc`` (and charge and spin in ``info``) hold for every structure i-PI sends; the
+            virial is computed only when it is periodic in all directions (zero otherwise,
+            which i-PI's barostats cannot use).
         address: ``unix:NAME`` or ``HOST:PORT``.
         wait_s: how long to wait for the server to listen.
         on_step: called with the evaluation count after each evaluation.

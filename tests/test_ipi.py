@@ -15,11 +15,11 @@ import pytest
 from ase import Atoms
 from ase.build import molecule
 from ase.io import read, write
-from conftest import build_model
+from conftest import alloy_slab, build_model, tiny_cell, triclinic_alloy, water_dimer
 
 from mlcalc import NEMPCalculator
 from mlcalc.cli import main
-from mlcalc.ipi import parse_address
+from mlcalc.ipi import parse_address, serve
 
 pytest.importorskip("ipi", reason="i-PI (ipi) is not installed")
 
@@ -131,6 +131,36 @@ def test_path_integral_run_through_a_real_ipi_server(ipi_run, tmp_path):
     assert np.all(properties[:, 6] > 0)  # centroid-virial kinetic energy of H
 
 
+def _in_a_box(atoms: Atoms) -> Atoms:
+    """A molecule with a cell for i-PI (which always has one), still non-periodic for us."""
+    atoms = atoms.copy()
+    atoms.cell = [12.0, 12.0, 12.0]
+    atoms.positions += 6.0 - atoms.positions.mean(axis=0)
+    return atoms
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda: _in_a_box(water_dimer()), alloy_slab, triclinic_alloy, tiny_cell],
+    ids=["molecule", "slab", "triclinic_bulk", "tiny_cell"],
+)
+def test_every_kind_of_structure_gets_the_calculators_forces(make, ipi_run):
+    atoms = make()
+    atoms.info.clear()  # fcc111's adsorbate_info cannot go to extxyz
+    model = build_model()
+    folder, address, server = ipi_run(atoms, beads=2, steps=1)
+    assert serve(NEMPCalculator(model, device="cpu"), atoms, address, wait_s=60) == 4
+    assert server.wait(timeout=60) == 0
+    calculator = NEMPCalculator(model, device="cpu")
+    for bead in range(2):
+        # i-PI's frame: it turns a general cell into its upper-triangular form
+        written = read(folder / f"sim.pos_{bead}.extxyz", index=-1, format="extxyz")
+        image = Atoms(atoms.numbers, positions=written.positions, cell=written.cell, pbc=atoms.pbc)
+        image.calc = calculator
+        received = _last(folder / f"sim.frc_{bead}.extxyz", "forces")
+        np.testing.assert_allclose(received, image.get_forces(), rtol=0, atol=1e-5)
+
+
 def test_a_template_of_other_atoms_is_refused(ipi_run, tmp_path):
     build_model().save(tmp_path / "model.safetensors")
     folder, address, _ = ipi_run(_water_box(), beads=1, steps=1)
@@ -177,3 +207,8 @@ def test_bad_structures_are_refused_before_connecting(tmp_path, capsys):
             write(structure, _water_box())
         assert main([*arguments, "--structure", str(structure)]) == 2
         assert message in capsys.readouterr().err
+    slab = alloy_slab()
+    slab.info.clear()
+    write(tmp_path / "slab.extxyz", slab)
+    assert main([*arguments, "--structure", str(tmp_path / "slab.extxyz")]) == 2
+    assert "the virial sent is zero, so i-PI's barostats cannot" in capsys.readouterr().out

@@ -30,13 +30,10 @@ from mlcalc.structures import liquid_water
 HERE = Path(__file__).resolve().parent
 
 
-def last_frame(path: Path, quantity: str = "positions") -> np.ndarray:
-    """``[N, 3]`` ``quantity`` (``positions`` in Å, ``forces`` or ``f_centroid`` in eV/Å) of
-    the last frame of an i-PI trajectory written with ``format='ase'`` (extxyz, unit
-    ``{ase}``)."""
+def last_frame(path: Path, quantity: str) -> np.ndarray:
+    """``[N, 3]`` ``quantity`` (``forces`` or ``f_centroid``, eV/Å) of the last frame of an
+    i-PI trajectory written with ``format='ase'`` (extxyz, unit ``{ase}``)."""
     frame = read(path, index=-1, format="extxyz")
-    if quantity == "positions":
-        return frame.positions
     return frame.get_forces() if quantity == "forces" else frame.arrays[quantity]
 
 
@@ -124,9 +121,10 @@ def main() -> None:
     calculator = load_calculator(args.model, device="cpu", dtype=args.dtype)
     bead_forces, errors = [], []
     for bead in range(args.beads):
-        positions = last_frame(args.out / f"sim.pos_{bead}.extxyz")
+        # i-PI's frame (it turns a general cell into its upper-triangular form)
+        written = read(args.out / f"sim.pos_{bead}.extxyz", index=-1, format="extxyz")
         received = last_frame(args.out / f"sim.frc_{bead}.extxyz", "forces")
-        image = Atoms(atoms.numbers, positions=positions, cell=atoms.cell, pbc=atoms.pbc)
+        image = Atoms(atoms.numbers, positions=written.positions, cell=written.cell, pbc=atoms.pbc)
         image.calc = calculator
         bead_forces.append(image.get_forces())
         errors.append(float(np.abs(received - bead_forces[-1]).max()))

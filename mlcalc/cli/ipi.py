@@ -46,6 +46,12 @@ def run(args: argparse.Namespace) -> int:
     template = read_structure(args.structure, index=0)
     calculator = calculator_from_args(args, skin=args.skin)
     print(f"mlcalc ipi: {len(template)} atoms, model {args.model}, waiting for {args.address}")
+    if not template.pbc.all():
+        print(
+            f"mlcalc ipi: the structure is not periodic in all directions (pbc="
+            f"{template.pbc.tolist()}): the virial sent is zero, so i-PI's barostats cannot be "
+            "used with it"
+        )
     sys.stdout.flush()
     evaluations = serve(calculator, template, args.address, wait_s=args.wait)
     print(f"mlcalc ipi: the server said exit after {evaluations} evaluations")
