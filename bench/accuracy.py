@@ -32,7 +32,7 @@ those of ``mlcalc eval --json`` (``mlcalc/training/metrics.py``): energy per ato
 force components (meV/Å), stress components (meV/Å³).
 
 The figure's curves are the *validation* force RMSE (the validation frames, not the test set)
-after each epoch against the training time: for ours the cumulative ``epoch_time_s`` of
+after each validation against the training time: for ours the cumulative ``time_s`` of
 ``metrics.csv``; for MACE the timestamps of its log lines, counted from its first
 (``Initial``, untrained) validation. Each budget's final *test* force RMSE is a marker at its
 training time.
@@ -249,11 +249,12 @@ def run_queue(runs: list[dict[str, Any]], parallel: int, cache: Path) -> None:
 
 
 def ours_curve(metrics_csv: Path) -> list[list[float]]:
-    """``[[time_s, valid forces RMSE meV/Å], ...]`` per epoch: cumulative ``epoch_time_s``."""
+    """``[[time_s, valid forces RMSE meV/Å], ...]`` per validation row: cumulative ``time_s``
+    (``epoch_time_s`` in runs written before validations could fall mid-epoch)."""
     curve, elapsed = [], 0.0
     with metrics_csv.open() as stream:
         for row in csv.DictReader(stream):
-            elapsed += float(row["epoch_time_s"])
+            elapsed += float(row["time_s"] if "time_s" in row else row["epoch_time_s"])
             if row.get("valid_forces_rmse"):
                 curve.append([elapsed, float(row["valid_forces_rmse"])])
     return curve

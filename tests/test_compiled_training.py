@@ -230,5 +230,5 @@ def test_training_with_compile_true_equals_eager_training(tmp_path, monkeypatch)
             warnings.simplefilter("error", RuntimeWarning)  # no fallback to eager
             train(config)
         rows = (tmp_path / f"compile-{setting}" / "metrics.csv").read_text().splitlines()[1:]
-        losses[setting] = [float(row.split(",")[2]) for row in rows]
+        losses[setting] = [float(row.split(",")[3]) for row in rows]  # train_loss
     np.testing.assert_allclose(losses[True], losses[False], rtol=1e-7)

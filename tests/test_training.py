@@ -26,6 +26,7 @@ from mlcalc import NEMPCalculator
 from mlcalc.cli import main
 from mlcalc.models import load_checkpoint
 from mlcalc.training import LabelKeys, TrainConfig, read_structures, train
+from mlcalc.training.budget import Budget, validation_subset
 from mlcalc.training.config import parse_duration
 from mlcalc.training.data import (
     GraphDataset,
@@ -35,7 +36,6 @@ from mlcalc.training.data import (
 )
 from mlcalc.training.metrics import evaluate
 from mlcalc.training.schedule import LearningRateSchedule, scheduled_weight
-from mlcalc.training.trainer import typical_epoch_time
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 
@@ -114,7 +114,7 @@ def test_tiny_run_lowers_validation_loss_and_writes_outputs(data_dir, tmp_path, 
         assert (out / name).is_file(), name
     rows = (out / "metrics.csv").read_text().splitlines()
     assert len(rows) == 1 + 6
-    losses = [float(r.split(",")[3]) for r in rows[1:]]
+    losses = [float(r.split(",")[4]) for r in rows[1:]]  # epoch, step, lr, train, valid
     assert min(losses[1:]) < losses[0]
     assert result.best_valid_loss == min(losses)
     # config.yaml is the resolved configuration: the model config has every field
@@ -153,10 +153,11 @@ def test_resume_refuses_a_changed_configuration(data_dir, tmp_path):
 
 
 def test_kill_and_resume_equals_an_uninterrupted_run(data_dir, tmp_path):
-    uninterrupted = config_for(data_dir, tmp_path / "whole", epochs=10)
+    # 5 steps an epoch, a validation (and a saved state) every 3: most saves are mid-epoch
+    uninterrupted = config_for(data_dir, tmp_path / "whole", epochs=10, valid_interval=3)
     train(uninterrupted)
 
-    killed = config_for(data_dir, tmp_path / "killed", epochs=10)
+    killed = config_for(data_dir, tmp_path / "killed", epochs=10, valid_interval=3)
     path = write_config(tmp_path / "killed.yaml", killed)
     command = [sys.executable, "-m", "mlcalc.cli", "train", str(path)]
     log = tmp_path / "killed.log"
@@ -165,14 +166,14 @@ def test_kill_and_resume_equals_an_uninterrupted_run(data_dir, tmp_path):
         metrics = tmp_path / "killed" / "metrics.csv"
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and process.poll() is None:
-            if metrics.is_file() and len(metrics.read_text().splitlines()) >= 3:  # 2 epochs
+            if metrics.is_file() and len(metrics.read_text().splitlines()) >= 3:  # 6 steps
                 break
             time.sleep(0.02)
         assert process.poll() is None, log.read_text()
         process.send_signal(signal.SIGKILL)
         process.wait()
     state = torch.load(tmp_path / "killed" / "training_state.pt", weights_only=True)
-    assert state["epoch"] < 9, "the run finished before it could be killed"
+    assert state["step"] < 48, "the run finished before it could be killed"
 
     result = train(killed, resume=True)
     assert result.epochs == 10
@@ -180,7 +181,7 @@ def test_kill_and_resume_equals_an_uninterrupted_run(data_dir, tmp_path):
         assert_same_weights(tmp_path / "whole" / name, tmp_path / "killed" / name, atol=1e-12)
     whole_rows = (tmp_path / "whole" / "metrics.csv").read_text().splitlines()
     resumed_rows = (tmp_path / "killed" / "metrics.csv").read_text().splitlines()
-    assert len(resumed_rows) == len(whole_rows) == 11
+    assert len(resumed_rows) == len(whole_rows) == 1 + 17  # steps 3, 6, ..., 48 and 50
     for a, b in zip(whole_rows[1:], resumed_rows[1:], strict=True):  # same losses, not times
         np.testing.assert_allclose(
             [float(x) for x in a.split(",")[:-1]], [float(x) for x in b.split(",")[:-1]],
@@ -447,9 +448,18 @@ def test_schedules():
     assert parse_duration(12) == 12
     with pytest.raises(ValueError, match="max_time"):
         parse_duration("soon")
-    # max_time is checked against the epochs after the first, which also compiles
-    epochs = [{"epoch_time_s": t} for t in (80.0, 2.0, 4.0)]
-    assert typical_epoch_time(epochs[:1]) == 80.0 and typical_epoch_time(epochs) == 3.0
+    # the budget check: the median recent step (the first also compiles) plus the final
+    # validation pass, predicted from the steps until a validation was timed
+    budget = Budget(100.0, elapsed=90.0, valid_structures=40, batch_size=4)
+    for seconds in (60.0, 1.0, 1.0):
+        budget.record_step(seconds)
+    assert budget.final_pass() == pytest.approx(0.5 * 1.0 * 40 / 4)
+    assert not budget.exhausted()  # 90 + 1 + 5 < 100
+    budget.record_validation(3.0, structures=10)
+    assert budget.final_pass() == pytest.approx(12.0) and budget.exhausted()  # 90 + 1 + 12
+    assert validation_subset(5, 10, seed=0) == [0, 1, 2, 3, 4]
+    subset = validation_subset(100, 10, seed=0)
+    assert len(subset) == 10 and subset == sorted(subset) == validation_subset(100, 10, seed=0)
 
 
 def test_config_errors(tmp_path):

@@ -327,6 +327,8 @@ def training_forward(
             )
         budget = config.max_time_seconds()
         steps = int(config.epochs or 0) * -(-len(dataset) // batch_size)
+        if config.max_steps is not None:
+            steps = min(steps, config.max_steps)
         if budget is not None:
             shapes = [item for item in shapes if item[1][0] * budget >= AUTO_MIN_SECONDS]
             why = f"max_time under {AUTO_MIN_SECONDS:.0f} s for each batch shape"

@@ -60,18 +60,27 @@ class TrainConfig:
         lr, lr_min: start and smallest learning rate; plateau training stops at ``lr_min``.
         warmup_epochs: linear warm-up from ``warmup_factor * lr``.
         scheduler: ``"cosine"`` (to ``lr_min`` at ``epochs`` or at ``max_time``, whichever
-            comes first), ``"plateau"`` (``lr_factor``, ``lr_patience`` epochs) or
+            comes first), ``"plateau"`` (``lr_factor``, ``lr_patience`` validations) or
             ``"constant"``.
         weight_decay, amsgrad: AdamW settings (decoupled weight decay).
         clip_grad: global gradient-norm clip (``None``: no clipping).
         ema_decay: exponential moving average of the weights (0 disables); the averaged
             weights are validated and written.
         epochs: maximum number of epochs (default: 100, or no limit when ``max_time`` is
-            given); max_time: wall-clock budget (``"30m"``, ``"2h"``, seconds), checked before
-            each epoch against the mean time of the epochs after the first (which also compiles).
-        early_stopping_patience: stop after this many epochs without a better validation loss.
+            given); max_time: wall-clock budget (``"30m"``, ``"2h"``, seconds) for training and
+            validation, the final validation pass included. Schedules move every optimiser
+            step, by whichever runs out first, the epochs or the budget; the run stops at the
+            step after which the next step and the final validation would not fit.
+        max_steps: a budget in optimiser steps, as ``max_time`` is one in seconds: the run
+            and its schedules end after this many steps (or earlier, at ``epochs`` or
+            ``max_time``).
+        early_stopping_patience: stop after this many validations without a better loss.
+        valid_interval: optimiser steps between validations (default: every epoch, or every
+            2,000 steps when epochs are longer); each validation row of ``metrics.csv`` scores
+            ``valid_subset`` structures of the validation set (a fixed, seeded choice; all of
+            them when there are no more), and the run's final model is scored on all.
         keep: the run's model, scored on the test set: ``"final"`` (the EMA weights after the
-            last epoch, ``final.safetensors``) or ``"best"`` (the lowest validation loss,
+            last step, ``final.safetensors``) or ``"best"`` (the lowest validation loss,
             ``best.safetensors``); both files are written.
         seed: model initialisation, split and data order.
         device: ``"cpu"``, ``"cuda"`` (default: CUDA when available); dtype: ``"float32"`` or
@@ -124,6 +133,9 @@ class TrainConfig:
     epochs: int | None = None
     max_time: str | float | None = None
     early_stopping_patience: int | None = None
+    max_steps: int | None = None
+    valid_interval: int | None = None
+    valid_subset: int = 500
     keep: str = "final"
     seed: int = 0
     device: str | None = None
@@ -150,7 +162,8 @@ class TrainConfig:
         if self.loss not in LOSS_KINDS:
             raise ValueError(f"loss must be one of {', '.join(LOSS_KINDS)}, got {self.loss!r}")
         if self.epochs is None:
-            self.epochs = DEFAULT_EPOCHS if self.max_time is None else UNLIMITED_EPOCHS
+            budgeted = self.max_time is not None or self.max_steps is not None
+            self.epochs = UNLIMITED_EPOCHS if budgeted else DEFAULT_EPOCHS
         if self.scheduler not in SCHEDULERS:
             raise ValueError(f"scheduler must be one of {', '.join(SCHEDULERS)}")
         if self.keep not in KEEP_CHOICES:
@@ -159,7 +172,8 @@ class TrainConfig:
             raise ValueError(f"compile must be true, false or 'auto', got {self.compile!r}")
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
-        for name in ("batch_size", "epochs", "eval_batch_atoms"):
+        positive = ("batch_size", "epochs", "eval_batch_atoms", "max_steps", "valid_interval")
+        for name in (*positive, "valid_subset"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("lr", "lr_min", "huber_delta", "lr_factor"):

@@ -163,9 +163,13 @@ def format_errors(errors: dict[str, float | int]) -> str:
     return ", ".join(parts)
 
 
-#: Columns of a training run's ``metrics.csv``, one row per epoch.
+#: Columns of a training run's ``metrics.csv``, one row per validation: the epoch and the
+#: optimiser step (counted from 1) it follows, the learning rate of that step, the mean
+#: training loss since the previous row, validation loss and errors, and the seconds since the
+#: previous row (training and validation).
 METRIC_COLUMNS = (
     "epoch",
+    "step",
     "lr",
     "train_loss",
     "valid_loss",
@@ -175,12 +179,12 @@ METRIC_COLUMNS = (
     "valid_forces_rmse",
     "valid_stress_mae",
     "valid_stress_rmse",
-    "epoch_time_s",
+    "time_s",
 )
 
 
 def write_metrics_csv(path: Path, history: list[dict[str, float]]) -> None:
-    """Write the epoch rows ``history`` to ``path`` (atomically) with :data:`METRIC_COLUMNS`."""
+    """Write the rows ``history`` to ``path`` (atomically) with :data:`METRIC_COLUMNS`."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=METRIC_COLUMNS, restval="")
     writer.writeheader()

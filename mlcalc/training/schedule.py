@@ -1,4 +1,8 @@
-"""Learning-rate schedule (per epoch), loss weights that follow it, and an EMA of the weights."""
+"""Learning-rate schedule, loss weights that follow it, and an EMA of the weights.
+
+Positions in the schedule are in epochs, fractional: the trainer asks for the learning rate of
+every optimiser step (step / steps per epoch).
+"""
 
 from __future__ import annotations
 
@@ -10,14 +14,14 @@ from torch import nn
 
 
 class LearningRateSchedule:
-    """Warm-up, then plateau / cosine / constant; all decisions are made once per epoch.
+    """Warm-up, then plateau / cosine / constant, at a (fractional) epoch position.
 
     Args:
         lr: the learning rate after warm-up.
         lr_min: the floor; a plateau schedule reports :attr:`exhausted` below it.
         kind: ``"plateau"``, ``"cosine"`` or ``"constant"``.
         warmup_epochs: linear ramp from ``warmup_factor * lr`` to ``lr``.
-        factor, patience: plateau reduction factor and epochs without improvement.
+        factor, patience: plateau reduction factor and validations without improvement.
         epochs: length of the cosine schedule; with a time budget the cosine follows whichever
             runs out first, the epochs or the budget (``budget_fraction`` of :meth:`lr_at`).
     """
@@ -40,9 +44,9 @@ class LearningRateSchedule:
         self.best = math.inf
         self.bad_epochs = 0
 
-    def lr_at(self, epoch: int, budget_fraction: float = 0.0) -> float:
-        """Learning rate of (0-based) ``epoch``; ``budget_fraction`` is the part of the
-        wall-time budget spent when the epoch starts (0 without a budget)."""
+    def lr_at(self, epoch: float, budget_fraction: float = 0.0) -> float:
+        """Learning rate at position ``epoch`` (fractional, from 0); ``budget_fraction`` is the
+        part of the budget spent (0 without a budget)."""
         if epoch < self.warmup_epochs:
             fraction = epoch / self.warmup_epochs
             return self.lr_start * (self.warmup_factor + (1 - self.warmup_factor) * fraction)
@@ -56,7 +60,7 @@ class LearningRateSchedule:
             return self.plateau_lr
         return self.lr_start
 
-    def progress(self, epoch: int, budget_fraction: float = 0.0) -> float:
+    def progress(self, epoch: float, budget_fraction: float = 0.0) -> float:
         """1 at the start learning rate (and during warm-up), 0 at ``lr_min``."""
         if epoch < self.warmup_epochs or self.lr_start == self.lr_min:
             return 1.0
@@ -64,8 +68,8 @@ class LearningRateSchedule:
         value = (lr - self.lr_min) / (self.lr_start - self.lr_min)
         return min(1.0, max(0.0, value))
 
-    def step(self, epoch: int, validation_loss: float) -> None:
-        """Record the validation loss at the end of ``epoch`` (plateau bookkeeping)."""
+    def step(self, epoch: float, validation_loss: float) -> None:
+        """Record a validation loss at position ``epoch`` (plateau bookkeeping)."""
         if self.kind != "plateau" or epoch < self.warmup_epochs:
             return
         if validation_loss < self.best:

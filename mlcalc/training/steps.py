@@ -11,7 +11,6 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from mlcalc.progress import progress_bar
 from mlcalc.training.config import TrainConfig
 from mlcalc.training.data import GraphDataset
 from mlcalc.training.loss import penalty, residuals
@@ -19,16 +18,6 @@ from mlcalc.training.schedule import ExponentialMovingAverage
 
 #: Consecutive steps with a non-finite loss or gradient after which training stops.
 MAX_SKIPPED_IN_A_ROW = 20
-
-
-@dataclass
-class EpochSteps:
-    """What an epoch of :func:`train_epoch` did: mean loss of the steps taken, and how many
-    steps were taken and skipped (non-finite loss or gradients)."""
-
-    mean_loss: float
-    taken: int
-    skipped: int
 
 
 @dataclass
@@ -67,19 +56,8 @@ def global_batches(
     return [b for b in batches if len(b) >= processes.world_size]
 
 
-def train_epoch(
-    model: nn.Module,
-    dataset: GraphDataset,
-    optimizer: torch.optim.Optimizer,
-    ema: ExponentialMovingAverage,
-    weights: dict[str, float],
-    epoch: int,
-    device: torch.device,
-    config: TrainConfig,
-    processes: Processes,
-    forward: Callable[..., dict[str, torch.Tensor]] | None = None,
-) -> EpochSteps:
-    """One epoch of optimiser steps on ``dataset`` with loss ``weights`` per label.
+class OptimiserSteps:
+    """Takes optimiser steps on batches of ``dataset``.
 
     ``forward`` computes the outputs in place of ``model``'s own call (a compiled step,
     :class:`mlcalc.training.compiled.CompiledTrainingForward`); ``model`` is what is trained.
@@ -87,27 +65,48 @@ def train_epoch(
     A step whose loss or gradients are not finite (float32 overflow, a singular gradient) is
     skipped: no optimiser or EMA update, so one bad step cannot turn the weights into NaN. After
     :data:`MAX_SKIPPED_IN_A_ROW` skipped steps in a row the run stops with an error.
+
+    Attributes:
+        loss_sum, taken, skipped: summed loss of the steps taken and the counts of steps taken
+            and skipped since the last :meth:`reset`.
     """
-    compute_forces = dataset.has_forces and weights["forces"] > 0
-    compute_stress = dataset.has_stress and weights["stress"] > 0
-    batches = global_batches(len(dataset), epoch, config, processes)
-    progress = progress_bar(
-        desc=f"epoch {epoch:4d}",
-        unit="batches",
-        total=len(batches),
-        enabled=None if processes.main else False,
-        leave=False,
-    )
-    total_loss, taken, skipped, in_a_row = 0.0, 0, 0, 0
-    max_norm = math.inf if config.clip_grad is None else config.clip_grad
-    model.train()
-    for step, indices in enumerate(batches):
+
+    def __init__(
+        self,
+        model: nn.Module,
+        dataset: GraphDataset,
+        optimizer: torch.optim.Optimizer,
+        ema: ExponentialMovingAverage,
+        device: torch.device,
+        config: TrainConfig,
+        processes: Processes,
+        forward: Callable[..., dict[str, torch.Tensor]] | None = None,
+    ) -> None:
+        self.model, self.dataset, self.optimizer, self.ema = model, dataset, optimizer, ema
+        self.device, self.config, self.processes = device, config, processes
+        self.forward = forward or model
+        self.max_norm = math.inf if config.clip_grad is None else config.clip_grad
+        self.in_a_row = 0
+        self.reset()
+
+    def reset(self) -> None:
+        self.loss_sum, self.taken, self.skipped = 0.0, 0, 0
+
+    @property
+    def mean_loss(self) -> float:
+        return self.loss_sum / max(1, self.taken)
+
+    def take(self, indices: list[int], weights: dict[str, float], where: str) -> None:
+        """One step on the structures ``indices`` (the global batch; this process takes its
+        share) with loss ``weights`` per label; ``where`` names the step in errors."""
+        dataset, processes, config = self.dataset, self.processes, self.config
         global_counts = dataset.label_counts(indices)
-        local = dataset.batch(indices[processes.rank :: processes.world_size]).to(device)
-        outputs = (forward or model)(
+        local = dataset.batch(indices[processes.rank :: processes.world_size]).to(self.device)
+        self.model.train()
+        outputs = self.forward(
             local.graph,
-            compute_forces=compute_forces,
-            compute_stress=compute_stress,
+            compute_forces=dataset.has_forces and weights["forces"] > 0,
+            compute_stress=dataset.has_stress and weights["stress"] > 0,
             training=True,
         )
         loss = outputs["energy"].new_zeros(())
@@ -115,28 +114,23 @@ def train_epoch(
             if global_counts[label] and weights[label] > 0:
                 term = penalty(residual, config.loss, config.huber_delta).sum()
                 loss = loss + weights[label] * term / global_counts[label]
-        optimizer.zero_grad(set_to_none=True)
+        self.optimizer.zero_grad(set_to_none=True)
         # DDP averages gradients over processes; each process holds a part of the sum
         (loss * processes.world_size).backward()
         # the same on every process: gradients are already averaged
-        norm = nn.utils.clip_grad_norm_(model.parameters(), max_norm, foreach=True)
+        norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.max_norm, foreach=True)
         value = loss.detach()
         if processes.distributed:
             dist.all_reduce(value)
         if math.isfinite(float(value)) and math.isfinite(float(norm)):
-            optimizer.step()
-            ema.update()
-            total_loss += float(value)
-            taken, in_a_row = taken + 1, 0
-        else:
-            skipped, in_a_row = skipped + 1, in_a_row + 1
-            if in_a_row >= MAX_SKIPPED_IN_A_ROW:
-                raise RuntimeError(
-                    f"training diverged: loss {float(value)}, gradient norm {float(norm)} in "
-                    f"{in_a_row} steps in a row (epoch {epoch}, step {step}); lower lr or "
-                    "check the data"
-                )
-        progress.set_postfix_str(f"loss {total_loss / max(1, taken):.4e}", refresh=False)
-        progress.update()
-    progress.close()
-    return EpochSteps(total_loss / max(1, taken), taken, skipped)
+            self.optimizer.step()
+            self.ema.update()
+            self.loss_sum += float(value)
+            self.taken, self.in_a_row = self.taken + 1, 0
+            return
+        self.skipped, self.in_a_row = self.skipped + 1, self.in_a_row + 1
+        if self.in_a_row >= MAX_SKIPPED_IN_A_ROW:
+            raise RuntimeError(
+                f"training diverged: loss {float(value)}, gradient norm {float(norm)} in "
+                f"{self.in_a_row} steps in a row ({where}); lower lr or check the data"
+            )

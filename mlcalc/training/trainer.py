@@ -1,15 +1,21 @@
 """The training loop behind ``mlcalc train``: single process or torch DistributedDataParallel.
 
+The learning rate and the loss-weight ramps move every optimiser step, by whichever runs out
+first: ``epochs``, ``max_steps`` or the ``max_time`` budget (:mod:`mlcalc.training.budget`), so
+a run anneals within its budget however long an epoch is. Every ``valid_interval`` steps (by
+default every epoch, or every 2,000 steps) the EMA weights are validated on a fixed subset of
+the validation set and written.
+
 Outputs in ``output_dir`` (all written atomically, by process 0):
 
-* ``final.safetensors``: the EMA weights after the last completed epoch, and
+* ``final.safetensors``: the EMA weights at the last validation (the last step), and
   ``best.safetensors``: those with the lowest validation loss, both ready for the calculators;
-  ``keep`` says which one is the run's model (scored on the test set);
-* ``training_state.pt``: everything needed to continue exactly (weights, EMA, optimiser,
-  schedule, epoch, history), rewritten after every epoch; read back with
-  ``torch.load(weights_only=True)``, which never runs code from the file;
+  ``keep`` says which one is the run's model (scored on the whole validation and test sets);
+* ``training_state.pt``: everything needed to continue exactly, mid-epoch included
+  (:mod:`mlcalc.training.state`), rewritten at every validation;
 * ``config.yaml``: the configuration as used (model config resolved);
-* ``metrics.csv``: one row per epoch; ``test_metrics.json`` at the end when there is a test set.
+* ``metrics.csv``: one row per validation; ``test_metrics.json`` at the end when there is a
+  test set.
 
 Data-parallel runs (``torchrun --nproc_per_node N mlcalc train ...``) split every global batch
 of ``batch_size`` structures between the processes and normalise the loss by the counts of
@@ -20,11 +26,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
-import math
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -32,8 +35,10 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from mlcalc.atomic import atomic_path, write_text_atomic
+from mlcalc.atomic import write_text_atomic
 from mlcalc.models import DTYPES, AtomisticModel, save_checkpoint
+from mlcalc.progress import progress_bar
+from mlcalc.training.budget import MAX_VALID_INTERVAL, Budget, validation_subset
 from mlcalc.training.compiled import training_forward
 from mlcalc.training.config import TrainConfig
 from mlcalc.training.data import GraphDataset
@@ -42,45 +47,20 @@ from mlcalc.training.metrics import (
     ERROR_UNITS,
     ErrorSums,
     evaluate,
-    format_errors,
     write_metrics_csv,
 )
 from mlcalc.training.recipe import batch_size_for
+from mlcalc.training.results import BEST_FILE, FINAL_FILE, TrainResult, score_run
 from mlcalc.training.schedule import (
     ExponentialMovingAverage,
     LearningRateSchedule,
     scheduled_weight,
 )
-from mlcalc.training.setup import Datasets, initial_model, load_datasets, model_from_state
-from mlcalc.training.steps import Processes, train_epoch
+from mlcalc.training.setup import initial_model, load_datasets, model_from_state
+from mlcalc.training.state import Components, Progress, save_state
+from mlcalc.training.steps import OptimiserSteps, Processes, global_batches
 
 STATE_FILE = "training_state.pt"
-BEST_FILE = "best.safetensors"
-FINAL_FILE = "final.safetensors"
-
-
-def typical_epoch_time(history: list[dict[str, float]]) -> float:
-    """Seconds the next epoch is expected to take: the mean of the epochs after the first
-    (which also compiles the training steps and warms up), else the first's."""
-    times = [row["epoch_time_s"] for row in history]
-    return sum(times[1:]) / (len(times) - 1) if len(times) > 1 else times[0]
-
-
-@dataclass
-class TrainResult:
-    """What a finished (or stopped) run produced."""
-
-    output_dir: Path
-    epochs: int
-    best_epoch: int
-    best_valid_loss: float
-    stop_reason: str
-    train_time_s: float
-    valid_errors: dict[str, float | int]
-    test_errors: dict[str, float | int] | None
-    model_path: Path
-    model_epoch: int
-    main_process: bool = True
 
 
 class Trainer:
@@ -161,38 +141,41 @@ class Trainer:
             f"{self.processes.world_size} process(es) on {device}"
         )
         average = copy.deepcopy(model).eval()
-        ema = ExponentialMovingAverage(model, average, config.ema_decay)
-        optimizer = torch.optim.AdamW(
-            model.parameters(),
-            lr=config.lr,
-            weight_decay=config.weight_decay,
-            amsgrad=config.amsgrad,
-            fused=True,  # one kernel for all parameters: ~1 ms less per step than the loop
+        parts = Components(
+            model,
+            average,
+            ExponentialMovingAverage(model, average, config.ema_decay),
+            torch.optim.AdamW(
+                model.parameters(),
+                lr=config.lr,
+                weight_decay=config.weight_decay,
+                amsgrad=config.amsgrad,
+                fused=True,  # one kernel for all parameters: ~1 ms less per step than the loop
+            ),
+            LearningRateSchedule(
+                config.lr,
+                config.lr_min,
+                config.scheduler,
+                config.warmup_epochs,
+                config.warmup_factor,
+                config.lr_factor,
+                config.lr_patience,
+                config.epochs,
+            ),
+            dtype,
         )
-        schedule = LearningRateSchedule(
-            config.lr,
-            config.lr_min,
-            config.scheduler,
-            config.warmup_epochs,
-            config.warmup_factor,
-            config.lr_factor,
-            config.lr_patience,
-            config.epochs,
-        )
-        history: list[dict[str, float]] = []
-        start_epoch, best_loss, best_epoch, elapsed, stale = 0, math.inf, -1, 0.0, 0
+        steps_per_epoch = len(global_batches(len(train_set), 0, config, self.processes))
+        if steps_per_epoch == 0:
+            raise ValueError(
+                f"no batch of {config.batch_size} structures has one for each of the "
+                f"{self.processes.world_size} processes; use fewer processes"
+            )
+        progress = Progress()
         if state is not None:
-            average.load_state_dict(state["ema_model"])
-            ema.updates = int(state["ema_updates"])
-            optimizer.load_state_dict(state["optimizer"])
-            schedule.load_state_dict(state["schedule"])
-            history = list(state["history"])
-            start_epoch = int(state["epoch"]) + 1
-            best_loss, best_epoch = float(state["best_loss"]), int(state["best_epoch"])
-            elapsed, stale = float(state["elapsed_s"]), int(state["stale_epochs"])
-            self._say(f"resuming at epoch {start_epoch} from {self.state_path}")
-
-        trained = model
+            parts.restore(state)
+            progress = Progress.from_state(state, steps_per_epoch)
+            self._say(f"resuming after step {progress.step} from {self.state_path}")
+        trained: nn.Module = model
         if self.processes.distributed:
             trained = nn.parallel.DistributedDataParallel(
                 model,
@@ -201,98 +184,122 @@ class Trainer:
             )
         forward, how = training_forward(model, train_set, config, self.processes.distributed)
         self._say(how)
-        budget = config.max_time_seconds()
-        stop_reason = f"reached {config.epochs} epochs"
-        epoch = start_epoch - 1
-        for epoch in range(start_epoch, config.epochs):
-            budget_fraction = 0.0 if budget is None else elapsed / budget
-            if budget is not None and history:
-                if elapsed + typical_epoch_time(history) > budget:
-                    stop_reason = f"max_time {config.max_time} reached"
-                    epoch -= 1
-                    break
-            started = time.perf_counter()
-            lr = schedule.lr_at(epoch, budget_fraction)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            weights = self._loss_weights(schedule.progress(epoch, budget_fraction))
-            steps = train_epoch(
-                trained,
-                train_set,
-                optimizer,
-                ema,
-                weights,
-                epoch,
-                device,
-                config,
-                self.processes,
-                forward,
-            )
-            train_loss = steps.mean_loss
-            if steps.skipped:
-                self._say(
-                    f"epoch {epoch}: skipped {steps.skipped} of {steps.taken + steps.skipped} "
-                    "steps with a non-finite loss or gradient"
-                )
-            valid = self._validate(average, valid_set, device)
-            valid_loss = self._weighted(valid, self._loss_weights(1.0))
-            schedule.step(epoch, valid_loss)
-            improved = valid_loss < best_loss
-            if improved:
-                best_loss, best_epoch, stale = valid_loss, epoch, 0
-            else:
-                stale += 1
-            duration = time.perf_counter() - started
-            elapsed += duration
-            errors = valid.errors()
-            history.append(
-                {
-                    "epoch": epoch,
-                    "lr": lr,
-                    "train_loss": train_loss,
-                    "valid_loss": valid_loss,
-                    **{f"valid_{k}": v for k, v in errors.items() if k.endswith(("mae", "rmse"))},
-                    "epoch_time_s": duration,
-                }
-            )
-            self._report(history[-1], improved)
-            if self.processes.main:
-                if improved:
-                    save_checkpoint(average, self.output_dir / BEST_FILE)
-                save_checkpoint(average, self.output_dir / FINAL_FILE)
-                write_metrics_csv(self.output_dir / "metrics.csv", history)
-                self._save_state(
-                    model,
-                    average,
-                    ema,
-                    optimizer,
-                    schedule,
-                    history,
-                    epoch,
-                    best_loss,
-                    best_epoch,
-                    elapsed,
-                    stale,
-                    dtype,
-                )
-            if schedule.exhausted:
-                stop_reason = f"learning rate fell below lr_min {config.lr_min}"
-                break
-            patience = config.early_stopping_patience
-            if patience is not None and stale >= patience:
-                stop_reason = f"no better validation loss for {patience} epochs"
-                break
+        stepper = OptimiserSteps(
+            trained, train_set, parts.optimizer, parts.ema, device, config, self.processes, forward
+        )
+        clock = Budget(
+            config.max_time_seconds(), progress.elapsed_s, len(valid_set), config.batch_size
+        )
+        stop_reason = self._train(parts, progress, stepper, valid_set, steps_per_epoch, clock)
         self._say(f"stopped: {stop_reason}")
         if self.processes.distributed:
             dist.barrier()
-        return self._finish(
-            data, elements, dtype, device, epoch, best_epoch, best_loss, stop_reason, elapsed
-        )
+        return score_run(
+            config, self.processes, self._say, data, elements, device, progress,
+            steps_per_epoch, stop_reason, clock,
+        )  # fmt: skip
+
+    def _train(
+        self,
+        parts: Components,
+        progress: Progress,
+        stepper: OptimiserSteps,
+        valid_set: GraphDataset,
+        steps_per_epoch: int,
+        clock: Budget,
+    ) -> str:
+        """Optimiser steps with the schedule moving every step and a validation row every
+        ``valid_interval`` steps, until the steps, the budget or the schedule run out;
+        returns why it stopped."""
+        config, device = self.config, stepper.device
+        interval = config.valid_interval or min(steps_per_epoch, MAX_VALID_INTERVAL)
+        total_steps = int(config.epochs) * steps_per_epoch
+        if config.max_steps is not None:
+            total_steps = min(total_steps, config.max_steps)
+        subset = validation_subset(len(valid_set), config.valid_subset, config.seed)
+        if len(subset) < len(valid_set):
+            self._say(
+                f"validating {len(subset)} of {len(valid_set)} structures every {interval} "
+                "steps (all of them at the end)"
+            )
+        shared_on = device if self.processes.distributed else None
+        batches: list[list[int]] = []
+        batches_epoch, bar, row_started = -1, None, time.perf_counter()
+        stop_reason: str | None = None
+        while progress.step < total_steps and stop_reason is None:
+            epoch, k = divmod(progress.step, steps_per_epoch)
+            if epoch != batches_epoch:
+                batches = global_batches(len(stepper.dataset), epoch, config, self.processes)
+                batches_epoch = epoch
+            if bar is None:
+                bar = self._bar(epoch, min(interval - progress.step % interval,
+                                           total_steps - progress.step))  # fmt: skip
+            position, fraction = progress.step / steps_per_epoch, clock.fraction()
+            if config.max_steps is not None:  # the last step runs at the schedule's end
+                fraction = max(fraction, progress.step / max(1, config.max_steps - 1))
+            lr = parts.schedule.lr_at(position, fraction)
+            for group in parts.optimizer.param_groups:
+                group["lr"] = lr
+            weights = self._loss_weights(parts.schedule.progress(position, fraction))
+            started = time.perf_counter()
+            stepper.take(batches[k], weights, f"epoch {epoch}, step {k}")
+            clock.record_step(time.perf_counter() - started)
+            progress.step += 1
+            bar.set_postfix_str(f"loss {stepper.mean_loss:.4e}", refresh=False)
+            bar.update()
+            if clock.exhausted(shared_on):
+                stop_reason = f"max_time {config.max_time} reached"
+            elif progress.step % interval and progress.step < total_steps:
+                continue
+            bar.close()
+            bar = None
+            if stepper.skipped:
+                self._say(
+                    f"epoch {epoch}: skipped {stepper.skipped} of "
+                    f"{stepper.taken + stepper.skipped} steps with a non-finite loss or gradient"
+                )
+            started = time.perf_counter()
+            valid = self._validate(parts.average, valid_set, device, subset)
+            clock.record_validation(time.perf_counter() - started, len(subset))
+            valid_loss = self._weighted(valid, self._loss_weights(1.0))
+            parts.schedule.step(position, valid_loss)
+            errors = valid.errors()
+            row = {
+                "epoch": epoch,
+                "step": progress.step,
+                "lr": lr,
+                "train_loss": stepper.mean_loss,
+                "valid_loss": valid_loss,
+                **{f"valid_{k}": v for k, v in errors.items() if k.endswith(("mae", "rmse"))},
+                "time_s": time.perf_counter() - row_started,
+            }
+            row_started = time.perf_counter()
+            stepper.reset()
+            improved = progress.record(row)
+            progress.elapsed_s = clock.elapsed()
+            self._report(row, improved)
+            if self.processes.main:
+                if improved:
+                    save_checkpoint(parts.average, self.output_dir / BEST_FILE)
+                save_checkpoint(parts.average, self.output_dir / FINAL_FILE)
+                write_metrics_csv(self.output_dir / "metrics.csv", progress.history)
+                save_state(self.state_path, config, parts, progress, epoch)
+            if parts.schedule.exhausted:
+                stop_reason = f"learning rate fell below lr_min {config.lr_min}"
+            patience = config.early_stopping_patience
+            if patience is not None and progress.stale >= patience:
+                stop_reason = f"no better validation loss for {patience} validations"
+        if stop_reason is not None:
+            return stop_reason
+        if config.max_steps is not None and progress.step >= config.max_steps:
+            return f"max_steps {config.max_steps} reached"
+        return f"reached {config.epochs} epochs"
 
     def _check_resumable(self, state: dict[str, Any]) -> None:
         saved = dict(state["config"])
         current = self.config.to_dict()
-        free = {"epochs", "max_time", "device", "threads", "output_dir", "early_stopping_patience"}
+        free = {"epochs", "max_time", "max_steps", "device", "threads", "output_dir"}
+        free.add("early_stopping_patience")
         free.add("keep")  # which written model is scored: not part of the trajectory
         # keys added to TrainConfig after the run started count as their defaults
         defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
@@ -304,7 +311,7 @@ class Trainer:
                 "cannot resume with a different configuration; changed: " + ", ".join(changed)
             )
 
-    # --------------------------------------------------------------------------- epochs
+    # ---------------------------------------------------------------------------- steps
     def _loss_weights(self, progress: float) -> dict[str, float]:
         c = self.config
         return {
@@ -322,10 +329,16 @@ class Trainer:
         return total
 
     def _validate(
-        self, model: AtomisticModel, dataset: GraphDataset, device: torch.device
+        self,
+        model: AtomisticModel,
+        dataset: GraphDataset,
+        device: torch.device,
+        subset: list[int],
     ) -> ErrorSums:
+        """Error sums of ``model`` on the structures ``subset`` of ``dataset``, over all
+        processes."""
         processes = self.processes
-        indices = list(range(processes.rank, len(dataset), processes.world_size))
+        indices = subset[processes.rank :: processes.world_size]
         sums = ErrorSums(self.config.loss, self.config.huber_delta)
         evaluate(model, dataset, device, self.config.eval_batch_atoms, indices, sums)
         if processes.distributed:
@@ -335,6 +348,7 @@ class Trainer:
     def _report(self, row: dict[str, float], improved: bool) -> None:
         parts = [
             f"epoch {int(row['epoch']):4d}",
+            f"step {int(row['step']):7d}",
             f"lr {row['lr']:.2e}",
             f"loss {row['train_loss']:.4e}",
             f"valid {row['valid_loss']:.4e}",
@@ -342,100 +356,21 @@ class Trainer:
         for label, unit in ERROR_UNITS.items():
             if f"valid_{label}_mae" in row:
                 parts.append(f"{label[0].upper()} MAE {row[f'valid_{label}_mae']:.2f} {unit}")
-        parts.append(f"{row['epoch_time_s']:.1f} s" + (" *" if improved else ""))
+        parts.append(f"{row['time_s']:.1f} s" + (" *" if improved else ""))
         self._say("  ".join(parts))
 
-    # ----------------------------------------------------------------------- persistence
-    def _save_state(
-        self,
-        model: AtomisticModel,
-        average: AtomisticModel,
-        ema: ExponentialMovingAverage,
-        optimizer: torch.optim.Optimizer,
-        schedule: LearningRateSchedule,
-        history: list[dict[str, float]],
-        epoch: int,
-        best_loss: float,
-        best_epoch: int,
-        elapsed: float,
-        stale: int,
-        dtype: torch.dtype,
-    ) -> None:
-        state = {
-            "config": self.config.to_dict(),
-            "architecture": model.architecture,
-            "model_config": model.config.to_dict(),
-            "dtype": dtype,
-            "model": model.state_dict(),
-            "ema_model": average.state_dict(),
-            "ema_updates": ema.updates,
-            "optimizer": optimizer.state_dict(),
-            "schedule": schedule.state_dict(),
-            "history": history,
-            "epoch": epoch,
-            "best_loss": best_loss,
-            "best_epoch": best_epoch,
-            "elapsed_s": elapsed,
-            "stale_epochs": stale,
-        }
-        with atomic_path(self.state_path) as temporary:
-            torch.save(state, temporary)
-
-    def _finish(
-        self,
-        data: Datasets,
-        elements: list[str],
-        dtype: torch.dtype,
-        device: torch.device,
-        last_epoch: int,
-        best_epoch: int,
-        best_loss: float,
-        stop_reason: str,
-        elapsed: float,
-    ) -> TrainResult:
-        from mlcalc.models import load_checkpoint
-
-        final = self.config.keep == "final"
-        model_path = self.output_dir / (FINAL_FILE if final else BEST_FILE)
-        model_epoch = last_epoch if final else best_epoch
-        kept = load_checkpoint(model_path, device=device)
-        valid_errors = evaluate(
-            kept,
-            GraphDataset(data.valid, kept.cutoff, elements, dtype),
-            device,
-            self.config.eval_batch_atoms,
-        ).errors()
-        test_errors = None
-        if data.test:
-            test_set = GraphDataset(data.test, kept.cutoff, elements, dtype)
-            test_errors = evaluate(kept, test_set, device, self.config.eval_batch_atoms).errors()
-            if self.processes.main:
-                summary = {
-                    "model": model_path.name,
-                    "model_epoch": model_epoch,
-                    "best_epoch": best_epoch,
-                    "train_time_s": elapsed,
-                    **test_errors,
-                }
-                write_text_atomic(
-                    self.output_dir / "test_metrics.json", json.dumps(summary, indent=2) + "\n"
-                )
-                self._say("test set: " + format_errors(test_errors))
-        if self.processes.distributed:
-            dist.destroy_process_group()
-        return TrainResult(
-            self.output_dir,
-            last_epoch + 1,
-            best_epoch,
-            best_loss,
-            stop_reason,
-            elapsed,
-            valid_errors,
-            test_errors,
-            model_path,
-            model_epoch,
-            self.processes.main,
+    def _bar(self, epoch: int, steps: int) -> Any:
+        """The progress bar of the steps up to the next validation (stderr, when a terminal,
+        process 0)."""
+        return progress_bar(
+            desc=f"epoch {epoch:4d}",
+            unit="steps",
+            total=steps,
+            enabled=None if self.processes.main else False,
+            leave=False,
         )
+
+    # ----------------------------------------------------------------------- persistence
 
 
 def train(config: TrainConfig, resume: bool = False, log: TextIO | None = None) -> TrainResult:
