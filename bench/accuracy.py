@@ -66,6 +66,8 @@ SHARED = "../shared/data"
 #: name -> (train file, test file, e0s), paths relative to the repository root.
 DATASETS: dict[str, tuple[str, str, str]] = {
     "water": ("data/water_train.extxyz", "data/water_test.extxyz", "fit"),
+    # 20,000 EMT Cu–Au cells of 1–256 atoms (bench/scale.py): training at scale
+    "cuau": ("data/cuau_train.extxyz", "data/cuau_test.extxyz", "fit"),
     "3bpa": (
         f"{SHARED}/3bpa/train_300K.xyz",
         "data/3bpa_test_mixedT.xyz",

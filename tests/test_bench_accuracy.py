@@ -38,7 +38,9 @@ def test_ours_curve_is_cumulative_epoch_time(tmp_path: Path) -> None:
         "epoch,lr,valid_forces_rmse,epoch_time_s\n0,0.01,300.0,1.5\n1,0.01,,2.0\n2,0.01,100.0,2.5\n"
     )
     assert acc.ours_curve(path) == [[1.5, 300.0], [6.0, 100.0]]
-    path.write_text("epoch,step,lr,valid_forces_rmse,time_s\n0,5,0.01,300.0,1.5\n0,10,0.01,90.0,2\n")
+    path.write_text(
+        "epoch,step,lr,valid_forces_rmse,time_s\n0,5,0.01,300.0,1.5\n0,10,0.01,90.0,2\n"
+    )
     assert acc.ours_curve(path) == [[1.5, 300.0], [3.5, 90.0]]
 
 
