@@ -68,6 +68,8 @@ DATASETS: dict[str, tuple[str, str, str]] = {
     "water": ("data/water_train.extxyz", "data/water_test.extxyz", "fit"),
     # 20,000 EMT Cu–Au cells of 1–256 atoms (bench/scale.py): training at scale
     "cuau": ("data/cuau_train.extxyz", "data/cuau_test.extxyz", "fit"),
+    # Li–Al DFT (GitHub mogroupumd/Li-Al_MLIP_datasets, converted by bench/lial.py)
+    "lial": ("data/lial_train.extxyz", "data/lial_test.extxyz", "fit"),
     "3bpa": (
         f"{SHARED}/3bpa/train_300K.xyz",
         "data/3bpa_test_mixedT.xyz",
