@@ -455,6 +455,8 @@ def test_schedules():
         budget.record_step(seconds)
     assert budget.final_pass() == pytest.approx(0.5 * 1.0 * 40 / 4)
     assert not budget.exhausted()  # 90 + 1 + 5 < 100
+    # schedules run over the training time: the budget less the final validation pass
+    assert budget.fraction() == pytest.approx(90 / 95, rel=1e-3)
     budget.record_validation(3.0, structures=10)
     assert budget.final_pass() == pytest.approx(12.0) and budget.exhausted()  # 90 + 1 + 12
     assert validation_subset(5, 10, seed=0) == [0, 1, 2, 3, 4]

@@ -58,8 +58,12 @@ class Budget:
         return self._before + time.perf_counter() - self._start
 
     def fraction(self) -> float:
-        """Part of the budget spent (0 without a budget)."""
-        return 0.0 if self.seconds is None else self.elapsed() / self.seconds
+        """Part of the training time spent: of the budget less the final validation pass, so
+        that schedules end at the last step (0 without a budget, at most 1)."""
+        if self.seconds is None:
+            return 0.0
+        training = max(self.seconds - self.final_pass(), 1e-9)
+        return min(1.0, self.elapsed() / training)
 
     def record_step(self, seconds: float) -> None:
         self._steps.append(seconds)

@@ -48,7 +48,7 @@ def score_run(
     processes: Processes,
     say: Callable[[str], None],
     data: Datasets,
-    elements: list[str],
+    valid_set: GraphDataset,
     device: torch.device,
     progress: Progress,
     steps_per_epoch: int,
@@ -56,7 +56,7 @@ def score_run(
     clock: Budget,
 ) -> TrainResult:
     """The result of a finished run: the kept model (``keep``) scored on the whole validation
-    set (inside the budget) and on the test set (outside it, written to
+    set ``valid_set`` (inside the budget) and on the test set (outside it, written to
     ``test_metrics.json``)."""
     dtype = DTYPES[config.dtype]
     final = config.keep == "final"
@@ -65,17 +65,12 @@ def score_run(
     model_epoch = last_epoch if final else progress.best_epoch
     model_step = progress.step if final else progress.best_step
     kept = load_checkpoint(model_path, device=device)
-    valid_errors = evaluate(
-        kept,
-        GraphDataset(data.valid, kept.cutoff, elements, dtype),
-        device,
-        config.eval_batch_atoms,
-    ).errors()
+    valid_errors = evaluate(kept, valid_set, device, config.eval_batch_atoms).errors()
     elapsed = clock.elapsed()
     say(f"trained and validated in {elapsed:.0f} s; validation set: " + format_errors(valid_errors))
     test_errors = None
     if data.test:
-        test_set = GraphDataset(data.test, kept.cutoff, elements, dtype)
+        test_set = GraphDataset(data.test, kept.cutoff, kept.elements, dtype)
         test_errors = evaluate(kept, test_set, device, config.eval_batch_atoms).errors()
         if processes.main:
             summary = {

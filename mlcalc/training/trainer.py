@@ -195,7 +195,7 @@ class Trainer:
         if self.processes.distributed:
             dist.barrier()
         return score_run(
-            config, self.processes, self._say, data, elements, device, progress,
+            config, self.processes, self._say, data, valid_set, device, progress,
             steps_per_epoch, stop_reason, clock,
         )  # fmt: skip
 
