@@ -3,7 +3,8 @@
 The schedules of a run (learning rate, loss-weight ramps) move with every optimiser step, by
 whichever runs out first: the steps of ``epochs`` epochs or the ``max_time`` budget. The budget
 covers training, the periodic validations and the final validation pass; the run stops at the
-first step after which one more step and that final pass would not fit.
+first step after which one more step, the validation row that closes the run and that final
+pass would not fit.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class Budget:
         self._valid_structures = valid_structures
         self._batch_size = max(1, batch_size)
         self._per_structure: float | None = None
+        self._last_validation = 0.0
 
     def elapsed(self) -> float:
         """Seconds of the run so far."""
@@ -69,6 +71,7 @@ class Budget:
         self._steps.append(seconds)
 
     def record_validation(self, seconds: float, structures: int) -> None:
+        self._last_validation = seconds
         if structures:
             self._per_structure = seconds / structures
 
@@ -80,13 +83,14 @@ class Budget:
         return VALIDATION_PER_STEP * step * self._valid_structures / self._batch_size
 
     def exhausted(self, shared_on: torch.device | None = None) -> bool:
-        """Whether one more step and the final validation would overrun the budget. In a
-        data-parallel run (``shared_on``: this process's device) all processes stop when one
-        would overrun."""
+        """Whether one more step, the periodic validation that ends the run and the final
+        validation would overrun the budget. In a data-parallel run (``shared_on``: this
+        process's device) all processes stop when one would overrun."""
         if self.seconds is None:
             return False
         step = statistics.median(self._steps) if self._steps else 0.0
-        over = self.elapsed() + step + self.final_pass() > self.seconds
+        remaining = step + self._last_validation + self.final_pass()
+        over = self.elapsed() + remaining > self.seconds
         if shared_on is not None:
             flag = torch.tensor(float(over), device=shared_on)
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
