@@ -31,7 +31,6 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,21 +39,14 @@ from ase import Atoms, units
 from ase.build import molecule
 from ase.stress import full_3x3_to_voigt_6_stress
 
-from mlcalc.atomic import write_text_atomic
 from mlcalc.calculators import load_calculator
 from mlcalc.structures import liquid_water
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _stages import run_stage
+
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("torchsim_agreement", "torchsim_speed", "openmm", "mlmm", "ipi")
-
-
-def run_stage(results: dict[str, Any], path: Path, name: str, work: Callable[[], Any]) -> None:
-    """``results[name] = work()`` unless already there; saved after each stage."""
-    if name in results:
-        return
-    print(f"--- {name}", flush=True)
-    results[name] = work()
-    write_text_atomic(path, json.dumps(results, indent=1))
 
 
 def water_molecules() -> list[Atoms]:

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,6 @@ import numpy as np
 from ase import Atoms
 from ase.build import bulk, molecule
 
-from mlcalc.atomic import write_text_atomic
 from mlcalc.calculators import CALCULATOR_FOR
 from mlcalc.learn import LearnConfig, TeacherSpec, learn
 from mlcalc.learn.labelling import langevin_frames, teacher_md
@@ -37,6 +36,9 @@ from mlcalc.learn.report import score_committee, time_per_call
 from mlcalc.models import load_checkpoint
 from mlcalc.training import train
 from mlcalc.workflows import rdf
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _stages import run_stage
 
 
 def liquid_silicon(count: int = 64, density: float = 2.57, seed: int = 0) -> Atoms:
@@ -163,15 +165,6 @@ def rdf_peaks(frames: list[Atoms], cell: float | None, rmax: float) -> dict[str,
     g = result.g["total"]
     peak = int(np.argmax(g))
     return {"peak_r": float(result.r[peak]), "peak_g": float(g[peak])}
-
-
-def run_stage(results: dict[str, Any], path: Path, name: str, work: Callable[[], Any]) -> None:
-    """``results[name] = work()`` unless already there; saved after each stage."""
-    if name in results:
-        return
-    print(f"--- {name}", flush=True)
-    results[name] = work()
-    write_text_atomic(path, json.dumps(results, indent=1))
 
 
 def learning_curve(output_dir: Path) -> list[dict[str, float]]:
