@@ -15,6 +15,7 @@ Every stage leaves the run resumable (``state.json``, written atomically after e
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import sys
 import time
@@ -357,7 +358,9 @@ class ActiveLearning:
         config, r = self.config, state["round"]
         trained = state["trained"][str(r)]
         members = [trained[str(k)] for k in range(config.committee)]
-        best = min(range(len(members)), key=lambda k: members[k]["valid_forces_rmse"] or 0.0)
+        errors = [m["valid_forces_rmse"] for m in members]  # None: no validation forces
+        best = min(range(len(members)), key=lambda k: math.inf if errors[k] is None else errors[k])
+        known = [error for error in errors if error is not None]
         committee_dir = self.output_dir / "committee"
         for k, member in enumerate(members):
             with atomic_path(committee_dir / f"member_{k}.safetensors") as temporary:
@@ -370,7 +373,7 @@ class ActiveLearning:
             "new_labels": store.labelled_in_round(r),
             "failed": len(store.failures),
             **state["exploration"].get(str(r), {}),
-            "valid_forces_rmse": sum(m["valid_forces_rmse"] or 0.0 for m in members) / len(members),
+            "valid_forces_rmse": sum(known) / len(known) if known else None,
             "student_member": best,
             "elapsed_s": self._elapsed_base + time.perf_counter() - self._started,
         }

@@ -173,10 +173,11 @@ def write_card(
     ]
     key = "test_forces_rmse" if "test_forces_rmse" in last else "valid_forces_rmse"
     for row in history:
-        sigma = row.get("explore_median_uncertainty")
+        sigma, error = row.get("explore_median_uncertainty"), row.get(key)
         lines.append(
             f"| {row['round']} | {row['labels']} | "
-            f"{'' if sigma is None else f'{sigma:.4f}'} | {row.get(key, float('nan')):.1f} |"
+            f"{'' if sigma is None else f'{sigma:.4f}'} | "
+            f"{'' if error is None else f'{error:.1f}'} |"
         )
     where = (
         "the teacher-labelled test set"
