@@ -87,6 +87,7 @@ class OptimiserSteps:
         self.forward = forward or model
         self.max_norm = math.inf if config.clip_grad is None else config.clip_grad
         self.in_a_row = 0
+        self.model.train()  # validation scores the EMA copy, so this model stays in training
         self.reset()
 
     def reset(self) -> None:
@@ -102,7 +103,6 @@ class OptimiserSteps:
         dataset, processes, config = self.dataset, self.processes, self.config
         global_counts = dataset.label_counts(indices)
         local = dataset.batch(indices[processes.rank :: processes.world_size]).to(self.device)
-        self.model.train()
         outputs = self.forward(
             local.graph,
             compute_forces=dataset.has_forces and weights["forces"] > 0,
