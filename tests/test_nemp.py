@@ -15,7 +15,7 @@ from helpers import crystal, ethanol, evaluate, random_orthogonal
 from mlcalc.graph import build_graph
 from mlcalc.models import NEMP, NEMPConfig
 from mlcalc.models.blocks import EdgeChunks
-from mlcalc.models.nemp import NodeTensorProduct
+from mlcalc.models.nemp_tensor_product import NodeTensorProduct
 
 CUTOFF = 4.0
 

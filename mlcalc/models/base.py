@@ -16,6 +16,7 @@ from mlcalc.graph import AtomicGraph
 from mlcalc.models.blocks import AtomicEnergyReadout, EdgeChunks
 from mlcalc.models.checkpoint import write_checkpoint
 from mlcalc.models.constants import ExactConstants
+from mlcalc.models.exchange import FeatureExchange
 
 #: Floating dtypes a model may run in, by name.
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float64": torch.float64}
@@ -196,18 +197,27 @@ class AtomisticModel(ExactConstants):
         return sum(p.numel() for p in self.parameters())
 
     def edge_chunks(
-        self, graph: AtomicGraph, recompute: bool = False, chunked: bool = True
+        self,
+        graph: AtomicGraph,
+        recompute: bool = False,
+        chunked: bool = True,
+        num_centres: int | None = None,
     ) -> EdgeChunks:
         """The chunks of ``graph``'s edges that per-edge work runs over.
 
         ``chunked=False`` gives one chunk (for ``torch.compile``); ``recompute`` (inference
         only) recomputes intermediates in graphs above :attr:`recompute_above_edges` edges.
+        ``num_centres``: the edges' centres are among the first ``num_centres`` atoms (default
+        all), the atoms whose per-atom outputs the chunks give.
         """
         threshold = self.recompute_above_edges
         recompute = recompute and threshold is not None and graph.num_edges > threshold
         max_edges = self.max_edges_per_recomputed_chunk if recompute else self.max_edges_per_chunk
         return EdgeChunks(
-            graph.edge_index, graph.num_atoms, max_edges if chunked else None, recompute
+            graph.edge_index,
+            graph.num_atoms if num_centres is None else num_centres,
+            max_edges if chunked else None,
+            recompute,
         )
 
     @property
@@ -217,14 +227,27 @@ class AtomisticModel(ExactConstants):
         return type(self)._atomic_energies is not AtomisticModel._atomic_energies
 
     def atomic_energy_function(
-        self, recompute: bool = False, chunked: bool = True
+        self,
+        recompute: bool = False,
+        chunked: bool = True,
+        exchange: FeatureExchange | None = None,
     ) -> Callable[[AtomicGraph, torch.Tensor], torch.Tensor] | None:
         """The map ``(graph, edge vectors [E, 3] in Å) → atomic energies [N]`` (eV) whose
         derivatives give the forces and stress, or ``None`` when the model has none (direct
-        forces). ``recompute`` and ``chunked``: see :meth:`edge_chunks`."""
+        forces). ``recompute`` and ``chunked``: see :meth:`edge_chunks`. With an
+        ``exchange`` (:mod:`mlcalc.models.exchange`), the graph holds the edges of the first
+        ``exchange.num_centres`` atoms only, the ghost atoms' features come from the exchange
+        between layers, and the map gives the centres' energies ``[num_centres]``."""
         if not self.has_atomic_energies:
             return None
-        return functools.partial(self._atomic_energies, recompute=recompute, chunked=chunked)
+        return functools.partial(
+            self._atomic_energies, recompute=recompute, chunked=chunked, exchange=exchange
+        )
+
+    def num_exchanges(self) -> int:
+        """How many times :meth:`atomic_energy_function` calls its ``exchange`` per
+        evaluation (the layers whose input features depend on neighbours' positions)."""
+        raise NotImplementedError
 
     def _atomic_energies(
         self,
@@ -232,9 +255,11 @@ class AtomisticModel(ExactConstants):
         vectors: torch.Tensor,
         recompute: bool = False,
         chunked: bool = True,
+        exchange: FeatureExchange | None = None,
     ) -> torch.Tensor:
         """``[N]`` atomic energies (float64, eV) from edge vectors ``[E, 3]`` (Å), per-edge work
-        over :meth:`edge_chunks`; models with atomic energies implement it."""
+        over :meth:`edge_chunks` (``[num_centres]`` with an ``exchange``: see
+        :meth:`atomic_energy_function`); models with atomic energies implement it."""
         raise NotImplementedError
 
     def forward(

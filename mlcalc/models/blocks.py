@@ -236,6 +236,8 @@ class EdgeChunks:
     pass keeps per edge is that of the chunk functions' inputs and outputs only.
 
     Attributes:
+        num_atoms: the atoms the chunks' per-atom outputs cover (every centre is one of them;
+            neighbours may lie beyond).
         centre, neighbor: ``[E]`` int64 centre ``i`` and neighbour ``j`` in chunk order.
         order: ``[E]`` permutation from the given edge order to chunk order, or ``None``.
         bounds: ``(first_edge, end_edge, first_atom, end_atom)`` of each chunk.
@@ -249,6 +251,7 @@ class EdgeChunks:
         recompute: bool = False,
     ) -> None:
         self.recompute = recompute
+        self.num_atoms = num_atoms
         centre, neighbor = edge_index[0], edge_index[1]
         num_edges = int(centre.shape[0])
         if max_edges is not None and max_edges < 1:

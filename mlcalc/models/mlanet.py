@@ -38,6 +38,7 @@ from mlcalc.models.base import AtomisticModel, ModelConfig
 from mlcalc.models.blocks import BesselBasis, polynomial_envelope, scatter_sum
 from mlcalc.models.charge import charge_spin_embedding, long_range_module
 from mlcalc.models.constants import ExactConstants
+from mlcalc.models.exchange import FeatureExchange, num_centres, share
 from mlcalc.models.mlanet_attention import DualPathAttention, EdgeAttributes
 from mlcalc.models.mlanet_options import (
     GatedBlock,
@@ -285,30 +286,41 @@ class MLANet(AtomisticModel):
         vectors: torch.Tensor,
         recompute: bool = False,
         chunked: bool = True,
+        exchange: FeatureExchange | None = None,
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Node features ``h^(0..T) [N, dim]`` and attention weights ``α^(1..T) [E, H]`` (in the
         graph's edge order).
 
         Per-edge work runs over :meth:`edge_chunks` (``recompute``, ``chunked``: see there).
+        With an ``exchange`` (:meth:`atomic_energy_function`), ``h^(1..T)`` are the centres'
+        features; ``h^(0)``, the species embedding, is every atom's.
         """
-        chunks = self.edge_chunks(graph, recompute, chunked)
+        centres = num_centres(graph.num_atoms, exchange)
+        chunks = self.edge_chunks(graph, recompute, chunked, centres)
         edges = self._edge_attributes(chunks.sort(vectors))
         message_scale = None
         if self.config.degree_scaling:
             message_scale = (
-                scatter_sum(edges.envelope, chunks.centre, graph.num_atoms)
-                / self.config.avg_num_neighbors
+                scatter_sum(edges.envelope, chunks.centre, centres) / self.config.avg_num_neighbors
             )
         embedding = self.species_embedding(graph.species)
         if self.charge_spin is not None:
             embedding = embedding + self.charge_spin(graph)
         features = [nn.functional.pad(embedding, (0, self.feature_dim - self.config.channels))]
         attention = []
-        for layer in self.interactions:
-            updated, weights = layer(features[-1], edges, chunks, message_scale)
+        for t, layer in enumerate(self.interactions):
+            # layer 1 reads the embedding of every atom; later ones the ghost atoms' features
+            # from the exchange
+            inputs = features[-1] if t == 0 else share(features[-1], exchange)
+            updated, weights = layer(inputs, edges, chunks, message_scale)
             features.append(updated)
             attention.append(chunks.unsort(weights))
         return features, attention
+
+    def num_exchanges(self) -> int:
+        """Node features after each layer but the last are exchanged (the first layer reads
+        the species embedding, which needs none)."""
+        return self.config.num_interactions - 1
 
     @property
     def has_atomic_energies(self) -> bool:
@@ -321,12 +333,15 @@ class MLANet(AtomisticModel):
         vectors: torch.Tensor,
         recompute: bool = False,
         chunked: bool = True,
+        exchange: FeatureExchange | None = None,
     ) -> torch.Tensor:
-        """Conservative mode: ``[N]`` local atomic energies (float64, eV)."""
-        features = self._interactions(graph, vectors, recompute, chunked)[0][-1]
+        """Conservative mode: ``[N]`` local atomic energies (float64, eV); with an
+        ``exchange``, the centres' (:meth:`atomic_energy_function`)."""
+        features = self._interactions(graph, vectors, recompute, chunked, exchange)[0][-1]
         invariants = self.readout_features(features)
         inputs = context_features(invariants, graph) if self.config.context_pooling else invariants
-        energies = self.readout(self.energy_mlp(inputs).squeeze(1), graph.species)
+        species = graph.species[: features.shape[0]]
+        energies = self.readout(self.energy_mlp(inputs).squeeze(1), species)
         if self.coulomb is not None:
             centre, neighbor = graph.edge_index
             energies = energies + self.coulomb(invariants, graph, centre, neighbor, vectors)

@@ -139,20 +139,23 @@ class DualPathAttention(nn.Module):
         chunks: EdgeChunks,
         message_scale: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``features [N, dim]`` → ``(new features [N, dim], attention [E, H])``.
+        """``features [N, dim]`` → ``(new features [n, dim], attention [E, H])`` of the
+        ``n = chunks.num_atoms`` atoms the edges are centred on (the first ones; all by
+        default).
 
         ``message_scale [N]`` (optional) multiplies each atom's aggregated message. The per-edge
         work runs over ``chunks``; the attention weights are in chunk order.
         """
+        centres = features[: chunks.num_atoms]
         aggregated, attention = chunks.map(
             self._messages,
             [edges.envelope, edges.radial, edges.sh],
-            [self.query(features), self.key(features), self.value(features)],
+            [self.query(centres), self.key(features), self.value(features)],
         )
         if message_scale is not None:
             aggregated = aggregated * message_scale[:, None]
         update = self.activation(self.update(aggregated))
-        return (features + update) * self.residual_scale, attention
+        return (centres + update) * self.residual_scale, attention
 
     def _messages(
         self,

@@ -12,10 +12,9 @@ Layouts: equivariant node features are ``[N, K, C]`` (lm-major, channel-last) wi
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
-from typing import Any, ClassVar, Literal
+from typing import ClassVar
 
 import torch
 from e3nn import o3
@@ -32,156 +31,12 @@ from mlcalc.models.blocks import (
     scatter_sum,
 )
 from mlcalc.models.charge import charge_spin_embedding, long_range_module
-from mlcalc.models.constants import ExactConstants
+from mlcalc.models.exchange import FeatureExchange, num_centres, share
+from mlcalc.models.nemp_config import SMALL_PRESET, NEMPConfig
+from mlcalc.models.nemp_tensor_product import NodeTensorProduct, l_of_k
 from mlcalc.models.physics import conservative_outputs
 
-#: Fields of the spec's ``nemp-small`` preset (the defaults are ``nemp-default``).
-SMALL_PRESET: dict[str, Any] = {
-    "l_max": 2,
-    "l_max_features": 1,
-    "channels": 8,
-    "num_radial": 8,
-    "pair_code_width": 32,
-    "num_interactions": 2,
-    "embedding_mlp": [1, 32, 2],
-    "radial_mlp": [1, 32, 1, False],
-    "interaction_mlp": [1, 32, 1, False],
-    "readout_mlp": [1, 64, 1, False],
-    "use_norm": True,
-}
-
-
-@dataclasses.dataclass
-class NEMPConfig(ModelConfig):
-    """Hyper-parameters of :class:`NEMP`. Defaults are the spec's ``nemp-default`` preset;
-    :meth:`preset` gives ``"default"``, ``"small"``, ``"medium"`` (``small`` with 16 channels
-    and ``l_max_features = 2``, the training recipe's model) or ``"3bpa"``.
-
-    Attributes:
-        elements: chemical symbols the model handles.
-        cutoff: cutoff radius ``r_c``, Å.
-        envelope_exponent: order ``p`` of the polynomial envelope (squared in NEMP).
-        l_max: ``L``, max ``l`` of the fresh spherical-harmonic expansion of each centre.
-        l_max_features: ``L'``, max ``l`` of the carried node features (``<= l_max``).
-        channels: ``C``.
-        num_radial: ``N_r``, sinc radial functions.
-        pair_code_width: ``P``, width of the element-pair code.
-        num_interactions: ``T``, message-passing iterations.
-        embedding_mlp, radial_mlp, interaction_mlp, readout_mlp:
-            ``[n_blocks, width, layers_per_block, linear]`` of the pair-embedding MLPs,
-            ``F_edge^0``, ``F_edge^t``/``G_t`` and the atomic-energy MLP.
-        use_norm: per-node RMS normalisation of the node features after each layer.
-        use_readout_bias: biases in the atomic-energy MLP.
-        share_rho0_row: reuse row ``L'`` of ``F_edge^0`` as the first node invariant
-            (the reference code's behaviour).
-        neighbor_norm: ``"smooth_count"`` divides neighbour sums by the smooth coordination
-            number ``n_i``; ``"constant"`` by ``avg_num_neighbors`` (smooth at the cutoff).
-        avg_num_neighbors: the constant used with ``neighbor_norm="constant"``.
-    """
-
-    cutoff: float = 5.0
-    envelope_exponent: int = 6
-    l_max: int = 2
-    l_max_features: int = 2
-    channels: int = 16
-    num_radial: int = 16
-    pair_code_width: int = 128
-    num_interactions: int = 3
-    embedding_mlp: list = dataclasses.field(default_factory=lambda: [2, 128, 2])
-    radial_mlp: list = dataclasses.field(default_factory=lambda: [2, 64, 2, False])
-    interaction_mlp: list = dataclasses.field(default_factory=lambda: [2, 64, 2, False])
-    readout_mlp: list = dataclasses.field(default_factory=lambda: [2, 128, 2, False])
-    use_norm: bool = True
-    use_readout_bias: bool = False
-    share_rho0_row: bool = True
-    neighbor_norm: Literal["smooth_count", "constant"] = "smooth_count"
-    avg_num_neighbors: float = 1.0
-
-    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
-        "default": {},
-        "small": SMALL_PRESET,
-        # small with twice the channels and l <= 2 node features: the training recipe's model
-        "medium": {**SMALL_PRESET, "l_max_features": 2, "channels": 16},
-        "3bpa": {
-            "envelope_exponent": 2,
-            "l_max": 3,
-            "l_max_features": 2,
-            "channels": 64,
-            "num_radial": 64,
-            "pair_code_width": 32,
-            "num_interactions": 3,
-            "embedding_mlp": [1, 64, 2],
-            "radial_mlp": [1, 64, 2, True],
-            "interaction_mlp": [1, 64, 0, True],
-            "readout_mlp": [1, 128, 0, True],
-            "use_norm": False,
-        },
-    }
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        for name in ("embedding_mlp", "radial_mlp", "interaction_mlp", "readout_mlp"):
-            setattr(self, name, MLPSpec.coerce(getattr(self, name)).as_list())
-        if not 0 <= self.l_max_features <= self.l_max:
-            raise ValueError(
-                f"need 0 <= l_max_features <= l_max, got {self.l_max_features} and {self.l_max}"
-            )
-        self.require_at_least_one(
-            "channels", "num_radial", "pair_code_width", "num_interactions", "envelope_exponent"
-        )
-        self.require_choice("neighbor_norm", ("smooth_count", "constant"))
-        self.require_positive("avg_num_neighbors")
-
-
-def _l_of_k(l_max: int) -> torch.Tensor:
-    """``[(l_max+1)^2]`` the ``l`` of each flat ``(l, m)`` index."""
-    return torch.cat([torch.full((2 * l + 1,), l, dtype=torch.int64) for l in range(l_max + 1)])
-
-
-class NodeTensorProduct(ExactConstants):
-    """Channel-wise ("uuu") CG product of ``A [N, K1, C]`` and ``V [N, K2, C]`` into ``[N, K', C]``.
-
-    Paths are all ``(l1, l2, lf)`` with ``l1 <= l_max_1``, ``l2, lf <= l_max_out``, the triangle
-    rule and ``l1 + l2 + lf`` even. Coefficients are e3nn's ``wigner_3j`` (unit Frobenius
-    norm), stored sparsely; each path has its own per-node, per-channel weight, and the output
-    of ``lf`` is divided by ``sqrt`` of the number of paths into it.
-    """
-
-    def __init__(self, l_max_1: int, l_max_2: int, l_max_out: int) -> None:
-        super().__init__()
-        self.paths = [
-            (l1, l2, lf)
-            for l1 in range(l_max_1 + 1)
-            for l2 in range(l_max_2 + 1)
-            for lf in range(l_max_out + 1)
-            if abs(l1 - l2) <= lf <= l1 + l2 and (l1 + l2 + lf) % 2 == 0
-        ]
-        paths_into = [sum(p[2] == lf for p in self.paths) for lf in range(l_max_out + 1)]
-        k1, k2, kf, path_of, value = [], [], [], [], []
-        for index, (l1, l2, lf) in enumerate(self.paths):
-            cg = o3.wigner_3j(l1, l2, lf, dtype=torch.float64) / math.sqrt(paths_into[lf])
-            for m1, m2, mf in torch.nonzero(cg.abs() > 1e-12).tolist():
-                k1.append(l1 * l1 + m1)
-                k2.append(l2 * l2 + m2)
-                kf.append(lf * lf + mf)
-                path_of.append(index)
-                value.append(cg[m1, m2, mf].item())
-        self.out_dim = (l_max_out + 1) ** 2
-        self.register_buffer("k1", torch.tensor(k1), persistent=False)
-        self.register_buffer("k2", torch.tensor(k2), persistent=False)
-        self.register_buffer("kf", torch.tensor(kf), persistent=False)
-        self.register_buffer("path_of", torch.tensor(path_of), persistent=False)
-        self.register_constant("cg", torch.tensor(value, dtype=torch.float64))
-
-    @property
-    def num_paths(self) -> int:
-        return len(self.paths)
-
-    def forward(self, a: torch.Tensor, v: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """``a [N, K1, C]``, ``v [N, K2, C]``, ``weights [N, num_paths, C]`` → ``[N, K', C]``."""
-        coupling = weights.index_select(1, self.path_of) * self.cg[None, :, None]
-        products = a.index_select(1, self.k1) * v.index_select(1, self.k2) * coupling
-        return scatter_sum(products, self.kf, self.out_dim, dim=1)
+__all__ = ["NEMP", "SMALL_PRESET", "NEMPConfig", "NodeTensorProduct"]
 
 
 class NEMP(AtomisticModel):
@@ -251,12 +106,12 @@ class NEMP(AtomisticModel):
         self.charge_spin = charge_spin_embedding(c, channels)
         self.coulomb = long_range_module(c, (n_layers + 2) * channels)
 
-        l_of_k = _l_of_k(c.l_max)
-        self.register_buffer("l_of_k", l_of_k, persistent=False)
+        l_values = l_of_k(c.l_max)
+        self.register_buffer("l_of_k", l_values, persistent=False)
         # psi / sqrt((2l+1)(L'+1)): the l⊗l→0 CG factor and the average over l
         self.register_constant(
             "invariant_scale",
-            1.0 / torch.sqrt((2.0 * l_of_k[: self.num_sh_features].double() + 1.0) * n_feature_l),
+            1.0 / torch.sqrt((2.0 * l_values[: self.num_sh_features].double() + 1.0) * n_feature_l),
         )
 
     def _expand(self, coefficients: torch.Tensor, sh: torch.Tensor) -> torch.Tensor:
@@ -270,22 +125,33 @@ class NEMP(AtomisticModel):
         products = gathered_product(features, index, sh[:, :, None])
         return scatter_sum(products, self.l_of_k[: sh.shape[1]], self.config.l_max_features + 1, 1)
 
+    def num_exchanges(self) -> int:
+        """Node features after layer 0 and after each interaction but the last are exchanged."""
+        return self.config.num_interactions
+
     def _atomic_energies(
         self,
         graph: AtomicGraph,
         vectors: torch.Tensor,
         recompute: bool = False,
         chunked: bool = True,
+        exchange: FeatureExchange | None = None,
     ) -> torch.Tensor:
         """``[N]`` atomic energies (float64, eV) from edge vectors ``[E, 3]`` (Å).
 
-        Per-edge work runs over :meth:`edge_chunks` (``recompute``, ``chunked``: see there).
+        Per-edge work runs over :meth:`edge_chunks` (``recompute``, ``chunked``: see there);
+        with an ``exchange``, the centres' energies (:meth:`atomic_energy_function`).
         """
         c = self.config
         species = graph.species
+        centres = num_centres(graph.num_atoms, exchange)
         groups = SpeciesGroups(species, len(c.elements))
+        if exchange is not None:
+            groups_of_centres = SpeciesGroups(species[:centres], len(c.elements))
+        else:
+            groups_of_centres = groups
         inv_sqrt_c = 1.0 / math.sqrt(c.channels)
-        chunks = self.edge_chunks(graph, recompute, chunked)
+        chunks = self.edge_chunks(graph, recompute, chunked, centres)
         vectors = chunks.sort(vectors)
         sh = o3.spherical_harmonics(
             list(range(c.l_max + 1)), vectors, normalize=True, normalization="component"
@@ -299,32 +165,40 @@ class NEMP(AtomisticModel):
             self._initial_edges, [vectors, sh], [species, *pair_tables]
         )
         if c.neighbor_norm == "smooth_count":
-            norm = smooth_count + 1e-6  # [N]
+            norm = smooth_count + 1e-6  # [centres]
         else:
             norm = torch.full_like(smooth_count, c.avg_num_neighbors)
         invariants = [rho0]
-        psi = groups.linear(expansion / norm[:, None, None], self.species_embedding) * inv_sqrt_c
+        psi = (
+            groups_of_centres.linear(expansion / norm[:, None, None], self.species_embedding)
+            * inv_sqrt_c
+        )
         if self.charge_spin is not None:  # added to the l = 0 features
-            psi = torch.cat([psi[:, :1] + self.charge_spin(graph)[:, None], psi[:, 1:]], dim=1)
+            charge_spin = self.charge_spin(graph)[:centres, None]
+            psi = torch.cat([psi[:, :1] + charge_spin, psi[:, 1:]], dim=1)
 
         tp_norm = 1.0 / (norm * norm)
         for t in range(c.num_interactions):
-            psi_bar = psi * self.invariant_scale[:, None]
-            sent = groups.linear(psi, self.mixers[t, 0]) * inv_sqrt_c
+            # every atom's features (the ghost atoms' from the exchange), for the neighbours
+            psi_all = share(psi, exchange)
+            psi_bar_all = psi_all * self.invariant_scale[:, None]
+            sent = groups.linear(psi_all, self.mixers[t, 0]) * inv_sqrt_c
             edge_state, node_sh, centre_expansion, virtual = chunks.map(
                 functools.partial(self._interaction_edges, t),
                 [sh, edge_state],
-                [psi_bar, sent],
+                [psi_bar_all, sent],
             )
             # (c) new node invariant
+            psi_bar = psi_bar_all[:centres]
             invariants.append((psi_bar * node_sh).sum(1))
             # (g) node-space tensor product, (h) channel mixing with residual
-            weights = self.path_weights[t][:, species].transpose(0, 1)
+            weights = self.path_weights[t][:, species[:centres]].transpose(0, 1)
             product = (
                 self.tensor_product(centre_expansion, virtual, weights) * tp_norm[:, None, None]
             )
             psi = (
-                groups.linear(psi, self.mixers[t, 2]) + groups.linear(product, self.mixers[t, 1])
+                groups_of_centres.linear(psi, self.mixers[t, 2])
+                + groups_of_centres.linear(product, self.mixers[t, 1])
             ) * (inv_sqrt_c / math.sqrt(2.0))
             # (i) per-node RMS norm
             if c.use_norm:
@@ -335,7 +209,7 @@ class NEMP(AtomisticModel):
         invariants.append((psi * self.invariant_scale[:, None] * final_sh).sum(1) / math.sqrt(3.0))
         descriptor = torch.cat(invariants, dim=1) / norm[:, None]
         raw = self.atomic_mlp(descriptor).squeeze(1)
-        energies = self.readout(raw, species)
+        energies = self.readout(raw, species[:centres])
         if self.coulomb is not None:
             centre, neighbor = chunks.centre, chunks.neighbor
             energies = energies + self.coulomb(descriptor, graph, centre, neighbor, vectors)
