@@ -33,6 +33,7 @@ from mlcalc.cli import main
 from mlcalc.graph import build_graph
 from mlcalc.lammps import build as lammps_build
 from mlcalc.models import NEMP, MLANet, MLANetConfig, NEMPConfig
+from mlcalc.models.physics import atomic_virials, edge_vectors
 
 try:
     LMP = lammps_build.lammps_executable()
@@ -205,16 +206,19 @@ def single_point(
     model: Path,
     hybrid: bool = False,
     processors: str = "* * *",
+    scheme: str = "auto",
 ) -> str:
-    """Input lines for one structure: ``run 0``, forces and per-atom energies dumped to
-    ``NAME.dump``, energy, virial pressure and the ghost atoms in the graphs of all ranks
-    (``compute pair mlcalc``) printed to ``NAME.out``; with ``hybrid``, as a sub-style of
-    ``pair_style hybrid/overlay`` (beside ``zero``), on the processor grid ``processors``."""
+    """Input lines for one structure: ``run 0``, forces, per-atom energies and per-atom
+    virials (``compute stress/atom`` and ``centroid/stress/atom``) dumped to ``NAME.dump``,
+    energy, virial pressure and the ghost atoms in the graphs of all ranks (``compute pair
+    mlcalc``) printed to ``NAME.out``; with ``hybrid``, as a sub-style of ``pair_style
+    hybrid/overlay`` (beside ``zero``), on the processor grid ``processors``."""
     virial = " ".join(f"$(c_p[{k}]:%.17g)" for k in range(1, 7))
-    pair = f"pair_style mlcalc {model} dtype float64\npair_coeff * * {' '.join(ELEMENTS)}"
+    style = f"mlcalc {model} dtype float64 scheme {scheme}"
+    pair = f"pair_style {style}\npair_coeff * * {' '.join(ELEMENTS)}"
     if hybrid:
         pair = (
-            f"pair_style hybrid/overlay mlcalc {model} dtype float64 zero 2.0\n"
+            f"pair_style hybrid/overlay {style} zero 2.0\n"
             f"pair_coeff * * mlcalc {' '.join(ELEMENTS)}\npair_coeff * * zero"
         )
     return f"""
@@ -231,8 +235,10 @@ neighbor 1.0 bin
 compute pe all pe/atom
 compute p all pressure NULL virial
 compute g all pair mlcalc
+compute s all stress/atom NULL virial
+compute cs all centroid/stress/atom NULL virial
 thermo_style custom step pe c_p[*] c_g[1]
-dump d all custom 1 {name}.dump id fx fy fz c_pe
+dump d all custom 1 {name}.dump id fx fy fz c_pe c_s[*] c_cs[*]
 dump_modify d sort id format float %.17g
 run 0
 undump d
@@ -241,8 +247,10 @@ print "$(pe:%.17g) {virial} $(c_g[1]:%.0f)" file {name}.out
 
 
 def lammps_results(folder: Path, name: str) -> dict[str, np.ndarray]:
-    """Energy (eV), forces (eV/Å), per-atom energies (eV) and virial ``[xx, yy, zz, yz, xz,
-    xy]`` (eV) of structure ``name`` from its dump and print files."""
+    """Energy (eV), forces (eV/Å), per-atom energies (eV), virial ``[xx, yy, zz, yz, xz,
+    xy]`` (eV) and per-atom virials (eV: ``[n, 6]`` xx, yy, zz, xy, xz, yz from ``stress/atom``
+    and ``[n, 3, 3]`` from ``centroid/stress/atom``) of structure ``name`` from its dump and
+    print files."""
     values = np.array((folder / f"{name}.out").read_text().split(), dtype=float)
     table = np.loadtxt(folder / f"{name}.dump", skiprows=9)
     volume = read_data(folder / f"{name}.data").get_volume()
@@ -253,7 +261,21 @@ def lammps_results(folder: Path, name: str) -> dict[str, np.ndarray]:
         "forces": table[:, 1:4],
         "energies": table[:, 4],
         "virial": pressure * volume / NKTV2P,
+        "atomic_virials": -table[:, 5:11] / NKTV2P,
+        "centroid_virials": -table[:, 11:20][:, [0, 3, 4, 6, 1, 5, 7, 8, 2]].reshape(-1, 3, 3)
+        / NKTV2P,
     }
+
+
+def atomic_virials_reference(atoms: Atoms, model: NEMP | MLANet) -> np.ndarray:
+    """``[n, 3, 3]`` per-atom virials (eV) of the whole periodic structure in one graph."""
+    graph = build_graph(atoms, model.cutoff, model.atomic_numbers)
+    vectors = edge_vectors(
+        graph.positions, graph.cell, graph.shifts, graph.edge_index, graph.batch
+    ).requires_grad_()
+    energy = model.atomic_energy_function()(graph, vectors).sum()
+    (gradient,) = torch.autograd.grad(energy, [vectors])
+    return atomic_virials(vectors.detach(), gradient, graph.edge_index, len(atoms)).numpy()
 
 
 def ase_results(atoms: Atoms, calc: NEMPCalculator | MLANetCalculator) -> dict[str, np.ndarray]:
@@ -274,50 +296,71 @@ def assert_close(found: dict, expected: dict, what: str) -> None:
 
 
 #: processor grids tried besides LAMMPS's own choice, per number of ranks: each split
-#: direction in turn (the triclinic cell tilts along all of them) and two split at once
+#: direction in turn (the triclinic cell tilts along all of them) and two split at once; on 8
+#: ranks the water box's sub-domains (3.1 Å) are narrower than the receptive field (7.5 Å)
 GRIDS = {
     2: [("triclinic", "1 2 1"), ("triclinic", "1 1 2"), ("slab", "1 1 2"), ("water", "1 2 1")],
     4: [("triclinic", "2 1 2"), ("triclinic", "4 1 1"), ("slab", "2 2 1"), ("water", "1 1 4")],
+    8: [("triclinic", "2 2 2"), ("water", "2 2 2"), ("slab", "4 2 1")],
 }
 
 
-@pytest.mark.parametrize("ranks", [1, 2, 4])
+@pytest.mark.parametrize("ranks", [1, 2, 4, 8])
 def test_equals_ase_calculator(
     ranks: int, plugin: Path, models: dict[str, Path], tmp_path: Path
 ) -> None:
     """Water box, water slab, small triclinic cell and a molecule (NEMP), the water box with
     conservative MLANet and with NEMP under ``pair_style hybrid/overlay``, and some of them on
-    other processor grids: energy, forces, per-atom energies and virial to 1e-8 relative.
-    Ranks use periodic graphs along the directions they hold whole (no ghost atoms there on
-    one rank); under ``hybrid`` they evaluate every ghost atom."""
-    cases = [(name, build(), "nemp", "* * *") for name, build in STRUCTURES.items()]
-    cases += [("water_mlanet", water_box(), "mlanet", "* * *")]
-    cases += [("water_hybrid", water_box(), "nemp", "* * *")]
+    other processor grids, each with both schemes (node features exchanged between layers
+    over a one-cutoff shell, and the receptive-field shell): energy, forces, per-atom energies
+    and virial to 1e-8 relative; per-atom virials (``compute stress/atom`` and
+    ``centroid/stress/atom``) equal to those of the whole structure in one graph and summing
+    to the virial. Ranks use periodic graphs along the directions they hold whole (no ghost
+    atoms there on one rank)."""
+    base = [(name, build(), "nemp", "* * *") for name, build in STRUCTURES.items()]
+    base += [("water_mlanet", water_box(), "mlanet", "* * *")]
+    base += [("water_hybrid", water_box(), "nemp", "* * *")]
     for structure, grid in GRIDS.get(ranks, []):
-        name = f"{structure}_{grid.replace(' ', '')}"
-        cases.append((name, STRUCTURES[structure](), "nemp", grid))
+        base.append((f"{structure}_{grid.replace(' ', '')}", STRUCTURES[structure](), "nemp", grid))
+    cases = [(f"{name}_{scheme}", *rest, scheme) for name, *rest in base for scheme in SCHEMES]
     script = ""
-    for name, atoms, model, grid in cases:
+    for name, atoms, model, grid, scheme in cases:
         write_data(atoms, tmp_path / f"{name}.data")
-        hybrid = name.endswith("hybrid")
-        script += single_point(name, atoms, plugin, models[model], hybrid, grid)
-    result = run_lammps(tmp_path, script, ranks)
+        hybrid = "hybrid" in name
+        script += single_point(name, atoms, plugin, models[model], hybrid, grid, scheme)
+    result = run_lammps(tmp_path, script, ranks, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     calcs = {
         "nemp": NEMPCalculator.from_checkpoint(models["nemp"], device="cpu"),
         "mlanet": MLANetCalculator.from_checkpoint(models["mlanet"], device="cpu"),
     }
     ghosts = {}
-    for name, _, model, _ in cases:
-        expected = ase_results(read_data(tmp_path / f"{name}.data"), calcs[model])
+    for name, _, model, _, _ in cases:
+        atoms = read_data(tmp_path / f"{name}.data")
+        expected = ase_results(atoms, calcs[model])
         found = lammps_results(tmp_path, name)
         assert_close(found, expected, f"{name} on {ranks} rank(s)")
+        reference = atomic_virials_reference(atoms, calcs[model].model)
+        voigt = ([0, 1, 2, 0, 0, 1], [0, 1, 2, 1, 2, 2])  # xx yy zz xy xz yz
+        for key, wanted in [
+            ("atomic_virials", reference[:, voigt[0], voigt[1]]),
+            ("centroid_virials", reference),
+        ]:
+            error = np.abs(found[key] - wanted).max()
+            assert error <= TOLERANCE * np.abs(wanted).max(), f"{name}: {key} off by {error}"
+        # the per-atom virials sum to the virial (which is symmetric up to rounding)
+        total = found["centroid_virials"].sum(0)[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
+        error = np.abs(total - expected["virial"]).max()
+        assert error <= 1e-10 * np.abs(expected["virial"]).max(), f"{name}: sum off by {error}"
         ghosts[name] = found["ghosts"]
-    assert ghosts["water_hybrid"] > 0
     if ranks == 1:
-        assert all(count == 0 for name, count in ghosts.items() if name != "water_hybrid")
+        assert all(count == 0 for count in ghosts.values())
     else:
-        assert 0 < ghosts["water"] < ghosts["water_hybrid"] / 2
+        assert 0 < ghosts["water_layers"] < ghosts["water_receptive"] / 2
+
+
+#: the pair style's schemes for ghost atoms (``auto`` picks receptive on one rank)
+SCHEMES = ("layers", "receptive")
 
 
 def test_receptive_field_is_exact() -> None:

@@ -2,41 +2,56 @@
 
 The C++ pair style (``src/pair_mlcalc.cpp``) creates one :class:`PairEvaluator` per rank at
 ``pair_coeff`` and calls :meth:`PairEvaluator.compute` at every force evaluation. The model
-maths is the model's own (:meth:`~mlcalc.models.AtomisticModel.atomic_energy_function`,
-differentiated by :func:`~mlcalc.models.physics.conservative_outputs`, as in the ASE
-calculator); the graph comes from :class:`~mlcalc.graph.NeighborCache` over the rank's atoms.
-Along directions where the rank holds the whole periodic extent of the box (the processor
-grid does not split them) the graph is periodic, as in the ASE calculator, and the ghost
-atoms that are images along those directions are dropped (:func:`one_per_image`); along the
-others, ghost atoms are explicit images, with no shifts.
+maths is the model's own (:meth:`~mlcalc.models.AtomisticModel.atomic_energy_function`, as in
+the ASE calculator); the graph comes from :class:`~mlcalc.graph.NeighborCache` over the rank's
+atoms. Along directions where the rank holds the whole periodic extent of the box (the
+processor grid does not split them) the graph is periodic, as in the ASE calculator, and the
+ghost atoms that are images along those directions are dropped (:func:`one_per_image`); along
+the others, ghost atoms are explicit images, with no shifts.
 
 Decomposition: the energy of a rank is the sum of the atomic energies of its *owned* atoms.
-Each of them is exact when the ghost shell is at least the model's :func:`receptive_field`;
-ghost atoms near the outer edge of the shell have truncated neighbourhoods, but their energies
-are left out and what they send inwards cannot reach an owned atom. Forces are derivatives of
-the rank's energy with respect to all its atoms, so ghost atoms get forces too, which LAMMPS
-sums back onto their owners. With periodic directions, the force on a kept atom is that on
-all its images along them, and dropped ghosts get none: the sum on each owner is the same.
+
+* ``scheme layers``: the ghost shell is one cutoff. The graph holds the owned atoms' edges
+  only; between layers the ghost atoms' node features are their owners' (exchanged by LAMMPS,
+  :mod:`mlcalc.lammps.exchange`), and in the backward pass the gradients on them go back to
+  the owners, so each rank's derivatives are those of the total energy.
+* ``scheme receptive``: the ghost shell is the model's :func:`receptive_field`, enough for
+  every owned atom's energy without any exchange; ghost atoms near the outer edge of the
+  shell have truncated neighbourhoods, but their energies are left out and what they send
+  inwards cannot reach an owned atom.
+
+Either way forces are derivatives with respect to the edge vectors of the rank's graph, so
+ghost atoms get forces too, which LAMMPS sums back onto their owners; with periodic
+directions the force on a kept atom is that on all its images along them. The virial is
+``-sum r_ij ⊗ dE/dr_ij`` over the edges and the per-atom virials split each edge's term
+equally between its atoms (:func:`~mlcalc.models.physics.atomic_virials`).
 """
 
 from __future__ import annotations
 
 import ctypes
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from ase import Atoms
 from ase.data import atomic_numbers
 
-from mlcalc.graph import AtomicGraph, NeighborCache
+from mlcalc.graph import NeighborCache
+from mlcalc.lammps.exchange import RankExchange, exchange_widths, lammps_communicator
 from mlcalc.models import NEMP, AtomisticModel, MLANet, torch_dtype
-from mlcalc.models.physics import conservative_outputs
+from mlcalc.models.exchange import FeatureExchange
+from mlcalc.models.physics import atomic_virials, edge_forces, edge_vectors
 from mlcalc.pretrained import load_model
 
 #: Verlet skin of the rank's own neighbour list, Å (as the ASE calculator's MD advice).
 NEIGHBOR_SKIN = 1.0
+
+#: Flat ``[3, 3]`` indices of LAMMPS's virial components: xx, yy, zz, xy, xz, yz (``virial``,
+#: ``vatom``) and, for ``cvatom``, then yx, zx, zy.
+VOIGT = [0, 4, 8, 1, 2, 5]
+CENTROID = [0, 4, 8, 1, 2, 5, 3, 6, 7]
 
 
 def receptive_field(model: AtomisticModel) -> float:
@@ -124,7 +139,9 @@ class PairEvaluator:
         local_rank: index of this rank among the ranks of its node.
 
     Attributes:
-        receptive_field: ghost shell the pair style asks LAMMPS for, Å.
+        receptive_field: ghost shell of ``scheme receptive``, Å.
+        cutoff: ghost shell of ``scheme layers`` (the model's cutoff), Å.
+        exchange_width: values per atom of the widest exchange between layers.
     """
 
     def __init__(
@@ -137,8 +154,7 @@ class PairEvaluator:
     ) -> None:
         self.device = select_device(device, local_rank)
         loaded = load_model(model, dtype=torch_dtype(dtype) if dtype else None)
-        energies = loaded.atomic_energy_function()
-        if energies is None:
+        if loaded.atomic_energy_function() is None:
             raise ValueError(
                 f"{model} is a direct-force {type(loaded).__name__}: its pooled energy is not a "
                 "sum of atomic terms, so it cannot be split across MPI ranks; use a "
@@ -152,9 +168,6 @@ class PairEvaluator:
             )
         self.model = loaded.to(device=self.device).eval().requires_grad_(False)
         self.dtype = next(self.model.parameters()).dtype
-        self.energies: Callable[[AtomicGraph, torch.Tensor], torch.Tensor] = (
-            self.model.atomic_energy_function(recompute=True)
-        )
         unknown = sorted({e for e in elements if e is not None} - set(self.model.elements))
         if unknown:
             raise ValueError(
@@ -166,36 +179,50 @@ class PairEvaluator:
             [0, *[atomic_numbers[e] if e is not None else 0 for e in elements]], dtype=np.int64
         )
         self.receptive_field = receptive_field(self.model)
+        self.cutoff = self.model.cutoff
+        self.widths = exchange_widths(self.model)
+        self.exchange_width = max(self.widths, default=0)
         self.neighbors = NeighborCache(self.model.cutoff, skin=NEIGHBOR_SKIN)
 
-    def evaluate(self, atoms: Atoms, nlocal: int, virial: bool) -> dict[str, torch.Tensor]:
+    def evaluate(
+        self,
+        atoms: Atoms,
+        nlocal: int,
+        exchange: FeatureExchange | None = None,
+        atomic_virial: bool = False,
+    ) -> dict[str, torch.Tensor]:
         """Owned-atom energy (eV), forces on all atoms ``[n, 3]`` (eV/Å), owned atoms'
-        energies ``[nlocal]`` (eV) and, with ``virial``, the virial ``[3, 3]`` (eV) of
-        ``atoms``, whose first ``nlocal`` atoms are owned: the strain derivative, applied to
-        the positions and to the cell of the periodic directions (``atoms`` periodic in at
-        least one)."""
+        energies ``[nlocal]`` (eV), the virial ``[3, 3]`` (eV) and, with ``atomic_virial``,
+        per-atom virials ``[n, 3, 3]`` (eV) of ``atoms``, whose first ``nlocal`` atoms are
+        owned. With an ``exchange`` (``scheme layers``) only the owned atoms' edges enter the
+        graph and the ghost atoms' features come from the exchange."""
         graph = self.neighbors.graph(atoms, self.model.atomic_numbers, dtype=self.dtype)
-        if virial:
-            # conservative_outputs gives a virial for fully periodic graphs only; the strain
-            # derivative is the virial of this rank's energy whatever the periodicity
-            graph = dataclasses.replace(graph, pbc=torch.ones_like(graph.pbc))
+        if exchange is not None:
+            keep = graph.edge_index[0] < nlocal
+            graph = dataclasses.replace(
+                graph, edge_index=graph.edge_index[:, keep], shifts=graph.shifts[keep]
+            )
         graph = graph.to(self.device)
-        owned = torch.zeros(graph.num_atoms, dtype=torch.float64, device=self.device)
-        owned[:nlocal] = 1.0
-
-        def owned_energies(g: AtomicGraph, vectors: torch.Tensor) -> torch.Tensor:
-            return self.energies(g, vectors) * owned
-
-        out = conservative_outputs(
-            owned_energies, graph, compute_forces=True, compute_stress=virial
-        )
+        vectors = edge_vectors(
+            graph.positions, graph.cell, graph.shifts, graph.edge_index, graph.batch
+        ).requires_grad_()
+        energies = self.model.atomic_energy_function(recompute=True, exchange=exchange)
+        owned_energies = energies(graph, vectors)[:nlocal]
+        energy = owned_energies.sum()
+        # the exchanges' backward passes call MPI: run them on this thread (CUDA graphs too)
+        with torch.autograd.set_multithreading_enabled(False):
+            (gradient,) = torch.autograd.grad(energy, [vectors], allow_unused=True)
+        if gradient is None:
+            gradient = torch.zeros_like(vectors)
+        per_atom = atomic_virials(vectors.detach(), gradient, graph.edge_index, graph.num_atoms)
         result = {
-            "energy": out["energy"].sum().detach(),
-            "forces": out["forces"].detach(),
-            "energies": out["node_energy"][:nlocal].detach(),
+            "energy": energy.detach(),
+            "forces": edge_forces(gradient, graph.edge_index, graph.num_atoms),
+            "energies": owned_energies.detach(),
+            "virial": per_atom.sum(0),
         }
-        if virial:
-            result["virial"] = out["virial"][0].detach()
+        if atomic_virial:
+            result["atomic_virials"] = per_atom
         return result
 
     def compute(
@@ -208,29 +235,31 @@ class PairEvaluator:
         tag_bytes: int,
         forces: int,
         eatom: int,
-        cell: int,
-        periodic: int,
         virial: int,
+        vatom: int,
+        cvatom: int,
+        periodic: int,
+        cell: int,
+        communicate: int,
+        pair: int,
     ) -> tuple[float, int]:
         """Called by the pair style: add forces (eV/Å) to LAMMPS's ``f``, owned atoms' energies
-        (eV) to ``eatom`` and the virial (eV) to ``virial``; return the rank's energy (eV) and
-        the number of ghost atoms in its graph.
+        (eV) to ``eatom``, the virial (eV) to ``virial`` and per-atom virials (eV) to ``vatom``
+        and ``cvatom``; return the rank's energy (eV) and the number of ghost atoms in its
+        graph.
 
         Args are the atom counts and addresses of LAMMPS's arrays ``x [nall, 3]`` (double),
         ``type [nall]`` (int), ``tag [nall]`` (integers of ``tag_bytes`` bytes), ``f [nall, 3]``
-        (double), ``eatom [nall]`` (0: not wanted), ``cell [3, 3]`` (box vectors as rows, Å)
-        and ``virial [6]`` (xx, yy, zz, xy, xz, yz; 0: not wanted), and ``periodic``, a bit
-        mask (x: 1, y: 2, z: 4) of the periodic directions along which this rank holds the
-        whole box. Along those the graph is periodic and the ghost atoms that are images
-        along them are left out; all three: the graph is the periodic one of the owned atoms,
-        as in the ASE calculator. With any, the virial is the strain derivative, added when
-        ``virial`` is non-zero; with none, the graph is the open cluster of owned and ghost
-        atoms and LAMMPS takes the virial from its forces (``virial_fdotr_compute``).
+        (double), ``eatom [nall]``, ``virial [6]`` (xx, yy, zz, xy, xz, yz), ``vatom [nall,
+        6]`` (same order), ``cvatom [nall, 9]`` (then yx, zx, zy) — 0 for those not wanted —,
+        ``cell [3, 3]`` (box vectors as rows, Å), and ``periodic``, a bit mask (x: 1, y: 2,
+        z: 4) of the periodic directions along which this rank holds the whole box: along
+        those the graph is periodic and the ghost atoms that are images along them are left
+        out. ``communicate`` (0 for ``scheme receptive``) is the pair style's exchange
+        callback for the instance at ``pair`` (:mod:`mlcalc.lammps.exchange`).
         """
         pbc = np.array([bool(periodic >> axis & 1) for axis in range(3)])
         count = nlocal if pbc.all() else nall
-        if count == 0:
-            return 0.0, 0
         positions = _view(x, ctypes.c_double, (count, 3))
         numbers = self.type_numbers[_view(types, ctypes.c_int, (count,))]
         # atoms of types mapped to NULL belong to other pair styles (pair_style hybrid)
@@ -240,36 +269,37 @@ class PairEvaluator:
             ctype = ctypes.c_int32 if tag_bytes == 4 else ctypes.c_int64
             ids = _view(tags, ctype, (count,))[mine]
             mine = mine[one_per_image(ids, positions[mine], box, ~pbc)]
-        every = len(mine) == count
-        owned = nlocal if every else int(np.searchsorted(mine, nlocal))
-        if len(mine) == 0:
+        owned = int(np.searchsorted(mine, nlocal))
+        exchange = None
+        if communicate and self.widths:
+            exchange = RankExchange(lammps_communicator(communicate, pair), mine, owned, nall)
+        if owned == 0:  # nothing of this rank's energy; still pass on the others' features
+            if exchange is not None:
+                exchange.relay(self.widths)
             return 0.0, 0
-        atoms = Atoms(
-            numbers=numbers if every else numbers[mine],
-            positions=positions if every else positions[mine],
-            cell=box,
-            pbc=pbc,
+        atoms = Atoms(numbers=numbers[mine], positions=positions[mine], cell=box, pbc=pbc)
+        out = self.evaluate(atoms, owned, exchange, atomic_virial=bool(vatom or cvatom))
+        made = exchange is None or (
+            exchange.widths == self.widths and exchange.reversed == len(self.widths)
         )
-        out = self.evaluate(atoms, owned, virial=bool(pbc.any() and virial))
+        if not made:
+            raise RuntimeError(
+                f"the model made exchanges of widths {exchange.widths} ({exchange.reversed} in "
+                f"reverse), not the {self.widths} every rank expects"
+            )
         force = out["forces"].cpu().double().numpy()
         if not (np.all(np.isfinite(force)) and torch.isfinite(out["energy"])):
             raise FloatingPointError("the model returned non-finite energy or forces")
-        lammps_forces = _view(forces, ctypes.c_double, (count, 3))
-        if every:
-            lammps_forces += force
-        else:
-            lammps_forces[mine] += force
+        _view(forces, ctypes.c_double, (count, 3))[mine] += force
         if eatom:
-            energies = out["energies"].cpu().numpy()
-            _view(eatom, ctypes.c_double, (count,))[mine[:owned]] += energies
-        if "virial" in out:
-            w = out["virial"].cpu().double().numpy()
-            _view(virial, ctypes.c_double, (6,))[:] += [
-                w[0, 0],
-                w[1, 1],
-                w[2, 2],
-                w[0, 1],
-                w[0, 2],
-                w[1, 2],
-            ]
+            _view(eatom, ctypes.c_double, (count,))[mine[:owned]] += out["energies"].cpu().numpy()
+        w = out["virial"].cpu().double().numpy()
+        if virial:
+            _view(virial, ctypes.c_double, (6,))[:] += w.reshape(9)[VOIGT]
+        if vatom or cvatom:
+            per_atom = out["atomic_virials"].cpu().double().numpy().reshape(-1, 9)
+            if vatom:
+                _view(vatom, ctypes.c_double, (count, 6))[mine] += per_atom[:, VOIGT]
+            if cvatom:
+                _view(cvatom, ctypes.c_double, (count, 9))[mine] += per_atom[:, CENTROID]
         return float(out["energy"]), len(mine) - owned

@@ -244,11 +244,6 @@ class AtomisticModel(ExactConstants):
             self._atomic_energies, recompute=recompute, chunked=chunked, exchange=exchange
         )
 
-    def num_exchanges(self) -> int:
-        """How many times :meth:`atomic_energy_function` calls its ``exchange`` per
-        evaluation (the layers whose input features depend on neighbours' positions)."""
-        raise NotImplementedError
-
     def _atomic_energies(
         self,
         graph: AtomicGraph,

@@ -317,11 +317,6 @@ class MLANet(AtomisticModel):
             attention.append(chunks.unsort(weights))
         return features, attention
 
-    def num_exchanges(self) -> int:
-        """Node features after each layer but the last are exchanged (the first layer reads
-        the species embedding, which needs none)."""
-        return self.config.num_interactions - 1
-
     @property
     def has_atomic_energies(self) -> bool:
         """Conservative mode only; direct mode's forces come from a head."""

@@ -125,10 +125,6 @@ class NEMP(AtomisticModel):
         products = gathered_product(features, index, sh[:, :, None])
         return scatter_sum(products, self.l_of_k[: sh.shape[1]], self.config.l_max_features + 1, 1)
 
-    def num_exchanges(self) -> int:
-        """Node features after layer 0 and after each interaction but the last are exchanged."""
-        return self.config.num_interactions
-
     def _atomic_energies(
         self,
         graph: AtomicGraph,

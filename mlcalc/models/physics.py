@@ -128,14 +128,9 @@ def outputs_from_edge_gradients(
         compute_stress: add ``stress`` and ``virial``; the strain ``eps`` moves every edge
             vector to ``r (I + eps)``, so ``dE/d eps = sum_ij r_ij ⊗ dE/dr_ij`` per graph.
     """
-    centre, neighbor = graph.edge_index[0], graph.edge_index[1]
+    centre = graph.edge_index[0]
     energy = node_energy.new_zeros(graph.num_graphs).index_add_(0, graph.batch, node_energy)
-    # r_ij = x_j - x_i + shift: dE/dx_j gains dE/dr_ij, dE/dx_i loses it
-    forces = (
-        edge_gradient.new_zeros((graph.num_atoms, 3))
-        .index_add_(0, centre, edge_gradient)
-        .index_add_(0, neighbor, -edge_gradient)
-    )
+    forces = edge_forces(edge_gradient, graph.edge_index, graph.num_atoms)
     out = {"node_energy": node_energy, "energy": energy, "forces": forces}
     if compute_stress:
         per_edge = vectors[:, :, None] * edge_gradient[:, None, :]
@@ -143,3 +138,31 @@ def outputs_from_edge_gradients(
         moment = per_edge.new_zeros((graph.num_graphs, 3, 3)).index_add_(0, edge_graph, per_edge)
         out.update(stress_and_virial(0.5 * (moment + moment.transpose(1, 2)), graph))
     return out
+
+
+def edge_forces(
+    edge_gradient: torch.Tensor, edge_index: torch.Tensor, num_atoms: int
+) -> torch.Tensor:
+    """``[N, 3]`` forces ``-dE/dx`` (eV/Å) from ``dE/dr_ij [E, 3]`` (eV/Å) of the edges
+    ``[2, E]``: ``r_ij = x_j - x_i + shift``, so ``dE/dx_j`` gains ``dE/dr_ij`` and ``dE/dx_i``
+    loses it."""
+    return (
+        edge_gradient.new_zeros((num_atoms, 3))
+        .index_add_(0, edge_index[0], edge_gradient)
+        .index_add_(0, edge_index[1], -edge_gradient)
+    )
+
+
+def atomic_virials(
+    vectors: torch.Tensor, edge_gradient: torch.Tensor, edge_index: torch.Tensor, num_atoms: int
+) -> torch.Tensor:
+    """``[N, 3, 3]`` per-atom virials (eV): each edge's ``-r_ij ⊗ dE/dr_ij`` split equally
+    between its two atoms (the edge-based partition; equal to the centroid form for edge
+    terms). They sum to the virial ``-dE/d eps`` of an energy that depends on the positions
+    only through the edge vectors ``vectors [E, 3]`` (Å)."""
+    half = -0.5 * vectors[:, :, None] * edge_gradient[:, None, :]
+    return (
+        half.new_zeros((num_atoms, 3, 3))
+        .index_add_(0, edge_index[0], half)
+        .index_add_(0, edge_index[1], half)
+    )

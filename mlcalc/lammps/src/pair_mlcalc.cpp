@@ -2,14 +2,21 @@
 //
 // This file holds no model maths. It embeds Python and hands each rank's owned + ghost atoms
 // to mlcalc.lammps.pair.PairEvaluator, which evaluates the same model code as mlcalc's ASE
-// calculator. The ghost shell is the model's receptive field (init_one), so the energy of
-// every owned atom is exact; forces land on owned and ghost atoms and LAMMPS sums the ghost
-// forces back to their owners (newton_pair on). Along periodic directions that the processor
-// grid does not split, a rank holds the whole box: there the evaluator uses a periodic graph
-// and leaves out the ghost atoms that are images along them, and returns the virial as the
-// strain derivative. Without such a direction (or under pair_style hybrid) the virial is
-// sum_i r_i (x) f_i over owned and ghost atoms (virial_fdotr_compute), valid because the
-// energy of a rank is a translation-invariant function of the atoms it holds.
+// calculator. Two schemes (pair_style keyword `scheme`):
+//   layers     the ghost shell is one cutoff; the model runs on the owned atoms' edges only
+//              and, between layers, the ghost atoms' node features are replaced by their
+//              owners' (forward communication through this pair style's pack/unpack); in
+//              the backward pass the gradients that arrive on ghost atoms' features are
+//              summed back to their owners (reverse communication), so forces are exact.
+//   receptive  the ghost shell is the model's receptive field and the model runs on owned and
+//              ghost atoms at once, without communication; only owned atoms' energies count.
+// `auto` (default) picks receptive on one rank (no ghost atom enters its graph) and layers on
+// several. Either way forces land on owned and ghost atoms and LAMMPS sums the ghost forces
+// back to their owners (newton_pair on). Along periodic directions that the processor grid
+// does not split, a rank holds the whole box: there the evaluator uses a periodic graph and
+// leaves out the ghost atoms that are images along them. The virial and the per-atom virials
+// come from the energy's derivatives with respect to the edge vectors (each edge's r (x) dE/dr
+// split equally between its two atoms), so no fdotr.
 //
 // Built by `mlcalc lammps build`, which defines MLCALC_PYTHON (the interpreter whose
 // site-packages hold mlcalc) and, when the headers have no version.h, MLCALC_LAMMPS_VERSION.
@@ -25,9 +32,11 @@
 #include "memory.h"
 #include "neighbor.h"
 #include "pair.h"
+#include "utils.h"
 
 #include <mpi.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -137,8 +146,8 @@ class PairMLCalc : public Pair {
     restartinfo = 0;
     one_coeff = 1;
     manybody_flag = 1;
-    no_virial_fdotr_compute = 0;
-    centroidstressflag = CENTROID_NOTAVAIL;
+    no_virial_fdotr_compute = 1;  // the evaluator returns the virial itself
+    centroidstressflag = CENTROID_AVAIL;
     // pvector[0]: ghost atoms in this rank's graph (compute pair mlcalc sums over ranks)
     nextra = 1;
     pvector = new double[nextra];
@@ -160,24 +169,32 @@ class PairMLCalc : public Pair {
   }
 
   // pair_style mlcalc MODEL [device cpu|cuda|cuda:N] [dtype float32|float64]
+  //                         [scheme auto|layers|receptive]
   void settings(int narg, char **arg) override
   {
     if (narg < 1 || narg % 2 == 0)
-      error->all(FLERR, "Illegal pair_style mlcalc command: expected "
-                        "'pair_style mlcalc MODEL [device cpu|cuda] [dtype float32|float64]'");
+      error->all(FLERR, "Illegal pair_style mlcalc command: expected 'pair_style mlcalc MODEL "
+                        "[device cpu|cuda] [dtype float32|float64] [scheme auto|layers|receptive]'");
     model_ = arg[0];
     device_ = "cpu";
     dtype_.clear();
+    scheme_ = "auto";
     for (int i = 1; i < narg; i += 2) {
       const std::string key = arg[i];
       if (key == "device")
         device_ = arg[i + 1];
       else if (key == "dtype")
         dtype_ = arg[i + 1];
+      else if (key == "scheme")
+        scheme_ = arg[i + 1];
       else
-        error->all(FLERR, "Illegal pair_style mlcalc keyword '{}': expected device or dtype",
+        error->all(FLERR,
+                   "Illegal pair_style mlcalc keyword '{}': expected device, dtype or scheme",
                    key);
     }
+    if (scheme_ != "auto" && scheme_ != "layers" && scheme_ != "receptive")
+      error->all(FLERR, "pair_style mlcalc scheme must be auto, layers or receptive, got '{}'",
+                 scheme_);
   }
 
   // pair_coeff * * El1 El2 ...: the element of each atom type (NULL: type not used)
@@ -200,44 +217,104 @@ class PairMLCalc : public Pair {
       error->all(FLERR, "pair_style mlcalc: pair_coeff * * <elements> must come first");
     // no neighbour list is requested: the model builds its own graph from owned and ghost
     // atoms. The ghost shell comes from init_one().
+    layers_ = scheme_ == "layers" || (scheme_ == "auto" && comm->nprocs > 1);
+    comm_forward = comm_reverse = layers_ ? max_exchange_width_ : 0;
+    // LAMMPS sizes its communication buffers from force->pair, which under pair_style hybrid
+    // took its sizes from the sub-styles before this one knew its own
+    Pair *host = force->pair;
+    if (host != this) {
+      host->comm_forward = std::max(host->comm_forward, comm_forward);
+      host->comm_reverse = std::max(host->comm_reverse, comm_reverse);
+    }
+    if (comm->me == 0)
+      utils::logmesg(lmp, "pair_style mlcalc: scheme {}, ghost shell {:.4g} A + neighbor skin\n",
+                     layers_ ? "layers (node features exchanged between layers)"
+                             : "receptive (ghost shell of the receptive field)",
+                     ghost_shell());
     check_ghost_shell();
   }
 
-  double init_one(int, int) override { return receptive_field_; }
+  double init_one(int, int) override { return ghost_shell(); }
+
+  // Per-atom features of all atoms (rows of exchange_width_ doubles) for the exchanges.
+  int pack_forward_comm(int n, int *list, double *buf, int, int *) override
+  {
+    const size_t w = exchange_width_;
+    for (int i = 0; i < n; i++)
+      std::memcpy(buf + i * w, exchange_buffer_ + list[i] * w, w * sizeof(double));
+    return n * exchange_width_;
+  }
+
+  void unpack_forward_comm(int n, int first, double *buf) override
+  {
+    const size_t w = exchange_width_;
+    std::memcpy(exchange_buffer_ + first * w, buf, n * w * sizeof(double));
+  }
+
+  int pack_reverse_comm(int n, int first, double *buf) override
+  {
+    const size_t w = exchange_width_;
+    std::memcpy(buf, exchange_buffer_ + first * w, n * w * sizeof(double));
+    return n * exchange_width_;
+  }
+
+  void unpack_reverse_comm(int n, int *list, double *buf) override
+  {
+    const size_t w = exchange_width_;
+    for (int i = 0; i < n; i++) {
+      double *row = exchange_buffer_ + list[i] * w;
+      const double *incoming = buf + i * w;
+      for (size_t k = 0; k < w; k++) row[k] += incoming[k];
+    }
+  }
+
+  // Called back by the evaluator between layers: forward (ghost rows of `buffer` [nall,
+  // width] get their owners' rows) or reverse (owners' rows get the sum of their ghosts').
+  void communicate(int reverse, double *buffer, int width)
+  {
+    if (width <= 0 || width > comm_forward)
+      error->one(FLERR, "pair_style mlcalc: exchange of {} values per atom, above the {} set up",
+                 width, comm_forward);
+    exchange_buffer_ = buffer;
+    exchange_width_ = width;
+    if (reverse)
+      comm->reverse_comm(this, width);
+    else
+      comm->forward_comm(this, width);
+    exchange_buffer_ = nullptr;
+  }
 
   void compute(int eflag, int vflag) override
   {
     ev_init(eflag, vflag);
-    if (vflag_atom)
-      error->all(FLERR, "pair_style mlcalc computes no per-atom virial (compute stress/atom)");
     const int nlocal = atom->nlocal;
     const int nall = nlocal + atom->nghost;
     // periodic directions along which this rank holds the whole box (the brick processor
     // grid does not split them): the model sees them periodic, as in the ASE calculator,
-    // without the ghost images along them, and returns the virial from the strain
-    // derivative. Not as a sub-style of pair_style hybrid, which takes the virial from all
-    // forces (fdotr); not with comm_style tiled on several ranks (no processor grid).
+    // without the ghost images along them. Not with comm_style tiled on several ranks (no
+    // processor grid).
     int periodic = 0;
     const bool alone = comm->nprocs == 1;
-    if (force->pair == this && (comm->style == Comm::BRICK || alone))
+    if (comm->style == Comm::BRICK || alone)
       for (int d = 0; d < 3; d++)
         if (domain->periodicity[d] && (alone || comm->procgrid[d] == 1)) periodic |= 1 << d;
     // telling the images of an atom apart takes atom IDs (not needed for the owned atoms alone)
     if (!atom->tag_enable && periodic != 7) periodic = 0;
     double cell[9] = {domain->xprd, 0.0,          0.0,         domain->xy, domain->yprd,
                       0.0,          domain->xz,   domain->yz,  domain->zprd};
-    // (ev_setup moves a global virial request to vflag_fdotr when fdotr is allowed)
-    const bool own_virial = periodic != 0 && (vflag_global || vflag_fdotr);
     double energy = 0.0;
     int ghosts = 0;
     {
       Gil gil;
       PyObject *result = PyObject_CallMethod(
-          evaluator_, "compute", "iiKKKiKKKiK", nlocal, nall,
+          evaluator_, "compute", "iiKKKiKKKKKiKKK", nlocal, nall,
           address(nall ? atom->x[0] : nullptr), address(atom->type), address(atom->tag),
           static_cast<int>(sizeof(tagint)), address(nall ? atom->f[0] : nullptr),
-          address(eflag_atom ? eatom : nullptr), address(cell), periodic,
-          address(own_virial ? virial : nullptr));
+          address(eflag_atom ? eatom : nullptr), address(vflag_global ? virial : nullptr),
+          address(vflag_atom && nall ? vatom[0] : nullptr),
+          address(cvflag_atom && nall ? cvatom[0] : nullptr), periodic, address(cell),
+          address(layers_ ? reinterpret_cast<void *>(&exchange_callback) : nullptr),
+          address(this));
       if (result == nullptr) {
         const std::string message = python_error_message();
         error->one(FLERR, "pair_style mlcalc: {}", message);
@@ -252,7 +329,6 @@ class PairMLCalc : public Pair {
     }
     pvector[0] = ghosts;
     if (eflag_global) eng_vdwl += energy;
-    if (vflag_fdotr && !own_virial) virial_fdotr_compute();
   }
 
  private:
@@ -261,9 +337,22 @@ class PairMLCalc : public Pair {
     return static_cast<unsigned long long>(reinterpret_cast<std::uintptr_t>(pointer));
   }
 
+  // the evaluator's way back in: communicate() on the pair style at `pair` (ctypes calls it
+  // without the GIL; LAMMPS's communication touches no Python)
+  static void exchange_callback(void *pair, int reverse, double *buffer, int width)
+  {
+    static_cast<PairMLCalc *>(pair)->communicate(reverse, buffer, width);
+  }
+
+  double ghost_shell() const { return layers_ ? cutoff_ : receptive_field_; }
+
   PyObject *evaluator_ = nullptr;
-  std::string model_, device_, dtype_;
-  double receptive_field_ = 0.0;
+  std::string model_, device_, dtype_, scheme_ = "auto";
+  double receptive_field_ = 0.0, cutoff_ = 0.0;
+  bool layers_ = false;
+  int max_exchange_width_ = 0;  // values per atom of the widest exchange
+  int exchange_width_ = 0;      // ... and of the current one
+  double *exchange_buffer_ = nullptr;
 
   void allocate()
   {
@@ -319,13 +408,13 @@ class PairMLCalc : public Pair {
       const std::string message = python_error_message();
       error->all(FLERR, "pair_style mlcalc: {}", message);
     }
-    PyObject *field = PyObject_GetAttrString(created, "receptive_field");
-    receptive_field_ = field != nullptr ? PyFloat_AsDouble(field) : -1.0;
-    Py_XDECREF(field);
-    if (PyErr_Occurred() || !(receptive_field_ > 0.0)) {
-      PyErr_Clear();
+    receptive_field_ = float_attribute(created, "receptive_field");
+    cutoff_ = float_attribute(created, "cutoff");
+    max_exchange_width_ = static_cast<int>(float_attribute(created, "exchange_width"));
+    if (!(receptive_field_ > 0.0 && cutoff_ > 0.0 && max_exchange_width_ >= 0)) {
       Py_DECREF(created);
-      error->all(FLERR, "pair_style mlcalc: the evaluator reported no receptive field");
+      error->all(FLERR, "pair_style mlcalc: the evaluator reported no receptive field, cutoff "
+                        "or exchange width");
     }
     evaluator_ = created;
     for (int i = 1; i <= atom->ntypes; i++)
@@ -334,14 +423,33 @@ class PairMLCalc : public Pair {
 
   const char *elements_name(int index) const { return elements[index]; }
 
-  // Refuse a ghost shell the communication pattern cannot hold. comm_style brick gathers
-  // ghosts over as many neighbouring sub-domains (and periodic wraps) as needed, so any cell
-  // works; comm_style tiled takes ghosts from one periodic image only, so each periodic
-  // width of the box must exceed the shell.
+  // A number attribute of `object` (-1 when missing); the caller holds the GIL.
+  static double float_attribute(PyObject *object, const char *name)
+  {
+    PyObject *value = PyObject_GetAttrString(object, name);
+    double number = value != nullptr ? PyFloat_AsDouble(value) : -1.0;
+    Py_XDECREF(value);
+    if (PyErr_Occurred()) {
+      PyErr_Clear();
+      number = -1.0;
+    }
+    return number;
+  }
+
+  // Refuse a ghost shell the communication pattern cannot hold, or a user's comm_modify
+  // cutoff below it. comm_style brick gathers ghosts over as many neighbouring sub-domains
+  // (and periodic wraps) as needed, so any cell works; comm_style tiled takes ghosts from one
+  // periodic image only, so each periodic width of the box must exceed the shell.
   void check_ghost_shell()
   {
+    const double shell = ghost_shell() + neighbor->skin;
+    if (comm->mode == Comm::SINGLE && comm->cutghostuser > 0.0 && comm->cutghostuser < shell)
+      error->all(FLERR,
+                 "pair_style mlcalc: comm_modify cutoff {:.4g} A is below the ghost shell the "
+                 "{} scheme needs ({:.4g} A + neighbor skin {:.4g} A); raise it or leave it out",
+                 comm->cutghostuser, layers_ ? "layers" : "receptive", ghost_shell(),
+                 neighbor->skin);
     if (comm->style != Comm::TILED) return;
-    const double shell = receptive_field_ + neighbor->skin;
     // perpendicular widths of the (restricted triclinic) box: volume / area of each face
     const double a[3] = {domain->xprd, 0.0, 0.0};
     const double b[3] = {domain->xy, domain->yprd, 0.0};
@@ -360,10 +468,9 @@ class PairMLCalc : public Pair {
       if (width < shell)
         error->all(FLERR,
                    "pair_style mlcalc: the periodic width of the box along {} ({:.4g} A) is "
-                   "below the ghost shell (model receptive field {:.4g} A + neighbor skin "
-                   "{:.4g} A), which comm_style tiled cannot hold; use comm_style brick or "
-                   "replicate the cell",
-                   axes[d], width, receptive_field_, neighbor->skin);
+                   "below the ghost shell ({:.4g} A + neighbor skin {:.4g} A), which "
+                   "comm_style tiled cannot hold; use comm_style brick or replicate the cell",
+                   axes[d], width, ghost_shell(), neighbor->skin);
     }
   }
 };
