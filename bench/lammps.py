@@ -1,28 +1,30 @@
-"""MD step time of water in LAMMPS (``pair_style mlcalc``) against the ASE calculator, one run.
+"""MD step time of water in LAMMPS (``pair_style mlcalc``), both ghost-atom schemes, one run.
 
 Usage::
 
-    python bench/lammps.py --sizes 1536 12288 --steps 5 --json lammps.json
+    python bench/lammps.py --sizes 1536 12288 --steps 3 --json lammps.json
 
-Cases per size: the ASE calculator (``NEMPCalculator``, ``skin=1.0``, Velocity-Verlet) on 2 and
-1 threads, and LAMMPS (``fix nve``) as 1 rank × 2 threads, 1 rank × 1 thread and 2 ranks × 1
-thread (``mpiexec``). Model: the shipped ``water`` NEMP (cutoff 5 Å, two interactions, so a
-15 Å receptive field) in float32, on :func:`mlcalc.structures.water_box` at 300 K, 0.5 fs
-steps. Each case runs in its own process; one step is warmed up, then ``--steps`` are timed
-(ASE: median step; LAMMPS: its "Loop time" divided by the steps).
+Cases per size (``engine:ranks:threads:scheme``, ``--cases``): LAMMPS (``fix nve``) on 1, 2
+and 4 ranks × 1 thread (``mpiexec``) with ``scheme receptive`` (ghost shell of the receptive
+field, no communication between layers) and ``scheme layers`` (one-cutoff shell, node
+features exchanged between layers); optionally the ASE calculator (``ase:1:2``:
+``NEMPCalculator``, ``skin=1.0``, Velocity-Verlet). Model: the shipped ``water`` NEMP (cutoff
+5 Å, two interactions, so a 15 Å receptive field) in float32, on
+:func:`mlcalc.structures.water_box` at 300 K, 0.5 fs steps. Each case runs in its own process;
+one step is warmed up, then ``--steps`` are timed (ASE: median step; LAMMPS: its "Loop time"
+divided by the steps).
 
-Reported per case: step time, the ghost/owned atom ratio per rank (the ghost atoms in the
-ranks' graphs, from ``compute pair mlcalc``: none for one rank with a periodic box, which
-evaluates the periodic cell as the ASE calculator does; on 2 ranks only those from the split
-direction, the others being periodic images), LAMMPS's own ``Nghost`` / ``Nlocal`` (the shell
-it communicates) and, for 2 ranks, the parallel efficiency ``t(1 rank) / (2 t(2 ranks))``
-against its bound ``owned / (owned + ghost)``, also from the ranks' CPU time (LAMMPS's
-"% CPU use"), which leaves out what sharing the cores with other processes costs.
-The load average of the machine before and after each case is recorded: on a shared machine
-it is most of the noise. Then, on paper, the efficiency of 64 and 512 ranks on a 10⁶-atom box
-with a receptive-field ghost shell and with a per-layer feature exchange (one-cutoff shell),
-each on the processor grid with the fewest ghost atoms (unsplit directions need none).
-Nothing here asserts on timings.
+Reported per case: step time; the ghost/owned atom ratio in the ranks' graphs (``compute pair
+mlcalc``: none for one rank with a periodic box, which evaluates the periodic cell as the ASE
+calculator does; on several ranks only those from the split directions); LAMMPS's own
+``Nghost`` / ``Nlocal`` (the shell it communicates); the seconds per step a rank spends in the
+exchanges between layers; and, on several ranks, the parallel efficiency ``t1 / (R tR)``
+against the one-rank receptive run, from wall time and from the ranks' CPU time (LAMMPS's "%
+CPU use"; with more ranks than cores only the CPU-time one means anything), and the cost of a
+ghost atom relative to an owned one that the CPU time implies. The load average of the
+machine before and after each case is recorded. Then, on paper, the efficiency of 64 and 512
+ranks on a 10⁶-atom box for each scheme, on the processor grid with the fewest ghost atoms,
+from the ghost cost measured for that scheme. Nothing here asserts on timings.
 """
 
 from __future__ import annotations
@@ -40,8 +42,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-#: (engine, ranks, threads per rank)
-CASES = [("ase", 1, 2), ("ase", 1, 1), ("lammps", 1, 2), ("lammps", 1, 1), ("lammps", 2, 1)]
+#: (engine, ranks, threads per rank, scheme)
+CASES = [("lammps", ranks, 1, scheme) for ranks in (1, 2, 4) for scheme in ("receptive", "layers")]
+SCHEMES = ("receptive", "layers")
 MODEL = "water"
 #: atoms per Å³ of water at 1.00 g/cm³ (3 atoms per 29.9 Å³)
 DENSITY = 3 * 0.033428
@@ -92,14 +95,14 @@ boundary p p p
 newton on
 read_data water.data
 plugin load {plugin}
-pair_style mlcalc {model} dtype {dtype}
+pair_style mlcalc {model} dtype {dtype} scheme {scheme}
 pair_coeff * * H O
 neighbor {skin} bin
 velocity all create 300 1 dist gaussian
 fix 1 all nve
 timestep 0.0005
 compute ghosts all pair mlcalc
-thermo_style custom step pe c_ghosts[1]
+thermo_style custom step pe c_ghosts[1] c_ghosts[2]
 thermo 100
 run 1
 run {steps}
@@ -107,9 +110,9 @@ run {steps}
 
 
 def lammps_case(
-    size: int, ranks: int, threads: int, steps: int, dtype: str, plugin: Path
+    size: int, ranks: int, threads: int, scheme: str, steps: int, dtype: str, plugin: Path
 ) -> dict[str, Any]:
-    """Step time and ghost/owned ratio of LAMMPS on ``ranks`` × ``threads``."""
+    """Step time, ghost/owned ratio and exchange time of LAMMPS on ``ranks`` × ``threads``."""
     from ase.io import write
 
     from mlcalc.lammps.build import lammps_environment, lammps_executable, mpiexec_command
@@ -125,7 +128,7 @@ def lammps_case(
             units="metal",
         )
         script = LAMMPS_INPUT.format(
-            plugin=plugin, model=MODEL, dtype=dtype, skin=SKIN, steps=steps
+            plugin=plugin, model=MODEL, dtype=dtype, skin=SKIN, steps=steps, scheme=scheme
         )
         (Path(folder) / "in.lmp").write_text(script)
         env = lammps_environment()
@@ -144,8 +147,9 @@ def lammps_case(
     loops = re.findall(r"Loop time of ([\d.eE+-]+) on \d+ procs for (\d+) steps", result.stdout)
     owned = re.findall(r"Nlocal:\s+([\d.eE+-]+) ave", result.stdout)
     ghost = re.findall(r"Nghost:\s+([\d.eE+-]+) ave", result.stdout)
-    # thermo rows "step pe ghosts": the ghost atoms in the graphs of all ranks, summed
-    rows = re.findall(r"^\s*\d+\s+[-\d.eE+]+\s+([\d.eE+]+)\s*$", result.stdout, re.M)
+    # thermo rows "step pe ghosts seconds": the ghost atoms in the graphs of all ranks and the
+    # seconds they spent in exchanges, summed over ranks
+    rows = re.findall(r"^\s*\d+\s+[-\d.eE+]+\s+([\d.eE+]+)\s+([\d.eE+-]+)\s*$", result.stdout, re.M)
     seconds, counted = float(loops[-1][0]), int(loops[-1][1])
     # each rank's CPU time over its wall time in the loop: below 100 % when the ranks share
     # cores with other processes (MPICH's busy waiting counts as CPU use)
@@ -153,14 +157,16 @@ def lammps_case(
     return {
         "step_s": seconds / counted,
         "cpu_step_s": cpu * seconds / counted,
-        "ghost_per_owned": float(rows[-1]) / size,
+        "ghost_per_owned": float(rows[-1][0]) / size,
         "lammps_ghost_per_owned": float(ghost[-1]) / float(owned[-1]),
+        "exchange_s": float(rows[-1][1]) / ranks,
     }
 
 
 def run_case(
-    engine: str, ranks: int, threads: int, size: int, steps: int, dtype: str, plugin: Path
+    case: tuple[str, int, int, str], size: int, steps: int, dtype: str, plugin: Path
 ) -> dict[str, Any]:
+    engine, ranks, threads, scheme = case
     before = load()
     if engine == "ase":
         command = [sys.executable, __file__, "--worker", "--sizes", str(size)]
@@ -171,11 +177,12 @@ def run_case(
             raise RuntimeError(done.stderr[-2000:])
         result = json.loads(done.stdout.strip().splitlines()[-1])
     else:
-        result = lammps_case(size, ranks, threads, steps, dtype, plugin)
+        result = lammps_case(size, ranks, threads, scheme, steps, dtype, plugin)
     return {
         "engine": engine,
         "ranks": ranks,
         "threads": threads,
+        "scheme": scheme if engine == "lammps" else "",
         "atoms": size,
         **result,
         "load_before": before,
@@ -202,17 +209,16 @@ def best_grid(atoms: float, ranks: int, shell: float) -> tuple[tuple[int, ...], 
     return min(((g, ghost_ratio(atoms, g, shell)) for g in grids), key=lambda pair: pair[1])
 
 
-def on_paper(cutoff: float, hops: int, ghost_cost: float) -> list[dict[str, Any]]:
-    """Parallel-efficiency estimates on 10⁶ atoms. ``ghost_cost``: the measured cost of a
-    ghost atom relative to an owned one (2 ranks), which scales the ghost term."""
+def on_paper(cutoff: float, hops: int, ghost_costs: dict[str, float]) -> list[dict[str, Any]]:
+    """Parallel-efficiency estimates on 10⁶ atoms: ``1 / (1 + cost × ghost/owned)`` with each
+    scheme's shell and the measured ``ghost_costs[scheme]`` of a ghost atom relative to an
+    owned one (for the layers scheme it includes the exchanges, which scale with the ghosts)."""
     rows = []
     for ranks in (64, 512):
-        for scheme, shell in [
-            ("receptive-field shell", hops * cutoff + SKIN),
-            ("per-layer exchange", cutoff + SKIN),
-        ]:
+        for scheme, shell in [("receptive", hops * cutoff + SKIN), ("layers", cutoff + SKIN)]:
             grid, ratio = best_grid(1e6, ranks, shell)
             excess = ratio - 1.0
+            cost = ghost_costs.get(scheme, 1.0)
             rows.append(
                 {
                     "ranks": ranks,
@@ -220,24 +226,51 @@ def on_paper(cutoff: float, hops: int, ghost_cost: float) -> list[dict[str, Any]
                     "grid": "×".join(map(str, grid)),
                     "shell_A": shell,
                     "ghost_per_owned": excess,
-                    "efficiency": 1.0 / (1.0 + ghost_cost * excess),
+                    "ghost_cost": cost,
+                    "efficiency": 1.0 / (1.0 + cost * excess),
                 }
             )
     return rows
 
 
+def parse_case(text: str) -> tuple[str, int, int, str]:
+    """``engine:ranks:threads[:scheme]`` → a case (scheme ``auto`` when left out)."""
+    parts = text.split(":")
+    if len(parts) not in (3, 4) or parts[0] not in ("ase", "lammps"):
+        raise argparse.ArgumentTypeError(f"expected engine:ranks:threads[:scheme], got {text}")
+    scheme = parts[3] if len(parts) == 4 else "auto"
+    return parts[0], int(parts[1]), int(parts[2]), scheme
+
+
+def with_efficiency(row: dict[str, Any], baseline: dict[str, Any] | None) -> dict[str, Any]:
+    """``row`` on several ranks with its efficiencies against the one-rank ``baseline`` and
+    the ghost cost its CPU time implies."""
+    ranks = row["ranks"]
+    if baseline is None or ranks == 1 or row["engine"] != "lammps":
+        return row
+    row["efficiency"] = baseline["step_s"] / (ranks * row["step_s"])
+    row["cpu_efficiency"] = baseline["cpu_step_s"] / (ranks * row["cpu_step_s"])
+    row["bound"] = 1.0 / (1.0 + row["ghost_per_owned"])
+    # cost of a ghost atom relative to an owned atom, from R tR / t1 in CPU time
+    excess = ranks * row["cpu_step_s"] / baseline["cpu_step_s"] - 1.0
+    row["ghost_cost"] = excess / row["ghost_per_owned"] if row["ghost_per_owned"] else 0.0
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1536, 12288])
-    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument(
         "--cases",
         nargs="+",
-        default=[f"{e}:{r}:{t}" for e, r, t in CASES],
-        help="engine:ranks:threads, e.g. lammps:2:1 (default: all five)",
+        type=parse_case,
+        default=CASES,
+        help="engine:ranks:threads[:scheme], e.g. lammps:2:1:layers or ase:1:2 "
+        "(default: LAMMPS on 1, 2 and 4 ranks, both schemes)",
     )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -250,52 +283,53 @@ def main() -> None:
 
     plugin = build_plugin()
     rows = []
-    header = "| engine | ranks × threads | atoms | step (s) | ghost/owned | LAMMPS ghost/owned |"
-    print(header + " efficiency | bound | CPU-time efficiency | load before/after |")
-    print("|---" * 10 + "|")
+    print(
+        "| engine | scheme | ranks × threads | atoms | step (s) | ghost/owned | LAMMPS "
+        "ghost/owned | exchanges (s/step) | efficiency | CPU-time efficiency | ghost cost | "
+        "load before/after |"
+    )
+    print("|---" * 12 + "|")
     for size in args.sizes:
-        measured: dict[tuple[str, int, int], dict[str, Any]] = {}
+        baseline = None
         for case in args.cases:
-            engine, ranks, threads = case.split(":")[0], *map(int, case.split(":")[1:])
-            row = run_case(engine, ranks, threads, size, args.steps, args.dtype, plugin)
-            measured[engine, ranks, threads] = row
-            if (engine, ranks) == ("lammps", 2) and ("lammps", 1, 1) in measured:
-                one = measured["lammps", 1, 1]["step_s"]
-                row["efficiency"] = one / (2 * row["step_s"])
-                row["bound"] = 1.0 / (1.0 + row["ghost_per_owned"])
-                # the same from CPU time per rank: what the efficiency would be on idle cores
-                cpu_one = measured["lammps", 1, 1]["cpu_step_s"]
-                row["cpu_efficiency"] = cpu_one / (2 * row["cpu_step_s"])
-                # cost of a ghost atom relative to an owned atom, from t2 / (t1 / 2) in CPU
-                # time (wall time also counts the cores being shared with other processes)
-                excess = 2 * row["cpu_step_s"] / cpu_one - 1.0
-                row["ghost_cost"] = excess / row["ghost_per_owned"]
-            rows.append(row)
-            efficiency = f"{row['efficiency']:.3f}" if "efficiency" in row else ""
-            bound = f"{row['bound']:.3f}" if "bound" in row else ""
-            cpu = f"{row['cpu_efficiency']:.3f}" if "cpu_efficiency" in row else ""
-            print(
-                f"| {engine} | {ranks} × {threads} | {size:,} | {row['step_s']:.3f} | "
-                f"{row['ghost_per_owned']:.2f} | {row.get('lammps_ghost_per_owned', 0.0):.2f} | "
-                f"{efficiency} | {bound} | {cpu} | "
-                f"{row['load_before']:.1f}/{row['load_after']:.1f} |",
-                flush=True,
-            )
+            row = run_case(case, size, args.steps, args.dtype, plugin)
+            if case[0] == "lammps" and case[1] == 1 and case[3] in ("receptive", "auto"):
+                baseline = row
+            rows.append(with_efficiency(row, baseline))
+            print(format_row(row), flush=True)
     model = load_model(MODEL)
     hops = round(receptive_field(model) / model.cutoff)
-    costs = [row["ghost_cost"] for row in rows if "ghost_cost" in row]
-    ghost_cost = costs[-1] if costs else 1.0
-    paper = on_paper(model.cutoff, hops, ghost_cost)
-    print(f"\nOn paper, 10⁶ atoms (ghost atom cost {ghost_cost:.2f} × an owned atom's):")
-    print("| ranks | scheme | grid | shell (Å) | ghost/owned | efficiency |")
-    print("|---" * 6 + "|")
+    # each scheme's ghost cost from its run with the most ranks on the largest size
+    ghost_costs = {}
+    for row in sorted(rows, key=lambda r: (r["atoms"], r["ranks"])):
+        if "ghost_cost" in row:
+            ghost_costs[row["scheme"]] = row["ghost_cost"]
+    paper = on_paper(model.cutoff, hops, ghost_costs)
+    print("\nOn paper, 10⁶ atoms of water, from the measured ghost costs:")
+    print("| ranks | scheme | grid | shell (Å) | ghost/owned | ghost cost | efficiency |")
+    print("|---" * 7 + "|")
     for row in paper:
         print(
             f"| {row['ranks']} | {row['scheme']} | {row['grid']} | {row['shell_A']:.0f} | "
-            f"{row['ghost_per_owned']:.2f} | {row['efficiency']:.2f} |"
+            f"{row['ghost_per_owned']:.2f} | {row['ghost_cost']:.2f} | {row['efficiency']:.2f} |"
         )
     if args.json:
         args.json.write_text(json.dumps({"cases": rows, "on_paper": paper}, indent=2))
+
+
+def format_row(row: dict[str, Any]) -> str:
+    """One case as a markdown table row."""
+
+    def value(key: str, digits: int) -> str:
+        return f"{row[key]:.{digits}f}" if key in row else ""
+
+    return (
+        f"| {row['engine']} | {row['scheme']} | {row['ranks']} × {row['threads']} | "
+        f"{row['atoms']:,} | {row['step_s']:.3f} | {row['ghost_per_owned']:.2f} | "
+        f"{value('lammps_ghost_per_owned', 2)} | {value('exchange_s', 4)} | "
+        f"{value('efficiency', 3)} | {value('cpu_efficiency', 3)} | {value('ghost_cost', 2)} | "
+        f"{row['load_before']:.1f}/{row['load_after']:.1f} |"
+    )
 
 
 if __name__ == "__main__":

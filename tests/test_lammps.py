@@ -479,8 +479,9 @@ run 0
 def test_bad_input_gives_lammps_errors(
     plugin: Path, models: dict[str, Path], tmp_path: Path
 ) -> None:
-    """Unknown element, missing model file, direct-force MLANet, and a cell narrower than the
-    ghost shell under ``comm_style tiled``: each a LAMMPS ``ERROR`` naming the problem."""
+    """Unknown element, missing model file, direct-force MLANet, an unknown scheme, a
+    ``comm_modify cutoff`` below the ghost shell, and a cell narrower than the ghost shell
+    under ``comm_style tiled``: each a LAMMPS ``ERROR`` naming the problem."""
     write_data(water_box(), tmp_path / "water.data", elements=["H", "O", "Cu"])
     write_data(small_triclinic(), tmp_path / "small.data")
     message = error_of(tmp_path, bad_input(plugin, "water.data", str(models["nemp"]), "H O Cu"))
@@ -490,6 +491,14 @@ def test_bad_input_gives_lammps_errors(
     assert "no-such-model.safetensors" in message
     message = error_of(tmp_path, bad_input(plugin, "small.data", str(models["direct"]), "H C O"))
     assert "direct-force" in message
+    style = f"{models['nemp']} scheme nearest"
+    message = error_of(tmp_path, bad_input(plugin, "water.data", style, "H C O"))
+    assert "scheme must be auto, layers or receptive" in message
+    # one cutoff (2.5 Å) + skin (metal default 2 Å) is 4.5 Å; the receptive field 7.5 Å
+    for scheme, cutoff, needed in [("layers", 4.0, "2.5"), ("receptive", 8.0, "7.5")]:
+        style = f"{models['nemp']} scheme {scheme}\ncomm_modify cutoff {cutoff}"
+        message = error_of(tmp_path, bad_input(plugin, "water.data", style, "H C O"), ranks=2)
+        assert f"comm_modify cutoff {cutoff:g}" in message and f"{needed} A" in message
     script = bad_input(plugin, "small.data", str(models["nemp"]), "H C O", "comm_style tiled")
     message = error_of(tmp_path, script, ranks=2)
     assert "periodic width" in message and "ghost shell" in message
@@ -587,9 +596,10 @@ def test_device_selection() -> None:
 
 def test_md_independent_of_ranks(plugin: Path, models: dict[str, Path], tmp_path: Path) -> None:
     """30 NVE steps of the water box on 1 rank (periodic cell), on 2 and 4 ranks (periodic
-    along the directions a rank holds whole, ghost atoms along the others) and on 2 ranks
-    under ``pair_style hybrid/overlay`` (ghost atoms only), re-neighbouring and sorting every
-    step (atoms change rank and order): same positions."""
+    along the directions a rank holds whole, ghost atoms along the others; features exchanged
+    between layers, and on 4 ranks also the receptive-field shell) and on 2 ranks under
+    ``pair_style hybrid/overlay``, re-neighbouring and sorting every step (atoms change rank
+    and order): same positions."""
     write_data(water_box(), tmp_path / "water.data")
     plain = f"pair_style mlcalc {models['nemp']} dtype float64\npair_coeff * * {' '.join(ELEMENTS)}"
     hybrid = (
@@ -601,6 +611,7 @@ def test_md_independent_of_ranks(plugin: Path, models: dict[str, Path], tmp_path
         ("one", 1, "* * *", plain),
         ("two", 2, "* * *", plain),
         ("four", 4, "2 1 2", plain),
+        ("four_receptive", 4, "2 1 2", plain.replace("float64", "float64 scheme receptive")),
         ("hybrid", 2, "* * *", hybrid),
     ]:
         script = f"""
@@ -623,6 +634,6 @@ write_dump all custom {label}.dump id x y z modify sort id format float %.17g
         result = run_lammps(tmp_path, script, ranks)
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         positions[label] = np.loadtxt(tmp_path / f"{label}.dump", skiprows=9)[:, 1:]
-    for label in ("two", "four", "hybrid"):
+    for label in ("two", "four", "four_receptive", "hybrid"):
         deviation = np.max(np.abs(positions["one"] - positions[label]))
         assert deviation < 1e-9, f"positions on 1 rank and {label} differ by {deviation:.2e} Å"

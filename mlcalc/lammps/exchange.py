@@ -14,6 +14,7 @@ relays ghost atoms through intermediate ranks.
 from __future__ import annotations
 
 import ctypes
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -96,6 +97,7 @@ class RankExchange:
         self.num_local = num_local
         self.widths: list[int] = []  # of the forward exchanges made
         self.reversed = 0  # backward exchanges made
+        self.seconds = 0.0  # in LAMMPS's communication, forward and reverse
 
     def __call__(self, features: torch.Tensor) -> torch.Tensor:
         return _Exchange.apply(features, self)
@@ -106,7 +108,7 @@ class RankExchange:
         buffer = self._buffer(features[0].numel())
         rows = features.detach().reshape(len(features), buffer.shape[1]).cpu()
         buffer[self.rows[: self.num_centres]] = rows
-        self.communicate(FORWARD, buffer)
+        self._communicate(FORWARD, buffer)
         ghosts = torch.from_numpy(buffer[self.rows[self.num_centres :]])
         ghosts = ghosts.to(features.device, features.dtype).reshape(-1, *shape)
         self.widths.append(buffer.shape[1])
@@ -119,7 +121,7 @@ class RankExchange:
         buffer = self._buffer(gradient[0].numel())
         rows = ghosts.detach().reshape(len(ghosts), buffer.shape[1]).cpu()
         buffer[self.rows[self.num_centres :]] = rows
-        self.communicate(REVERSE, buffer)
+        self._communicate(REVERSE, buffer)
         returned = torch.from_numpy(buffer[self.rows[: self.num_centres]])
         self.reversed += 1
         return owned + returned.to(owned.device, owned.dtype).reshape(owned.shape)
@@ -128,9 +130,14 @@ class RankExchange:
         """The exchanges of a rank with no atoms of the model: it passes on the ghost atoms
         that LAMMPS routes through it, forward then in reverse."""
         for width in widths:
-            self.communicate(FORWARD, self._buffer(width))
+            self._communicate(FORWARD, self._buffer(width))
         for width in reversed(widths):
-            self.communicate(REVERSE, self._buffer(width))
+            self._communicate(REVERSE, self._buffer(width))
+
+    def _communicate(self, direction: int, buffer: np.ndarray) -> None:
+        start = time.perf_counter()
+        self.communicate(direction, buffer)
+        self.seconds += time.perf_counter() - start
 
     def _buffer(self, width: int) -> np.ndarray:
         return np.zeros((self.num_local, width), dtype=np.float64)

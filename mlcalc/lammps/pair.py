@@ -242,11 +242,11 @@ class PairEvaluator:
         cell: int,
         communicate: int,
         pair: int,
-    ) -> tuple[float, int]:
+    ) -> tuple[float, int, float]:
         """Called by the pair style: add forces (eV/Å) to LAMMPS's ``f``, owned atoms' energies
         (eV) to ``eatom``, the virial (eV) to ``virial`` and per-atom virials (eV) to ``vatom``
-        and ``cvatom``; return the rank's energy (eV) and the number of ghost atoms in its
-        graph.
+        and ``cvatom``; return the rank's energy (eV), the number of ghost atoms in its graph
+        and the seconds spent in LAMMPS's communication between layers.
 
         Args are the atom counts and addresses of LAMMPS's arrays ``x [nall, 3]`` (double),
         ``type [nall]`` (int), ``tag [nall]`` (integers of ``tag_bytes`` bytes), ``f [nall, 3]``
@@ -274,9 +274,10 @@ class PairEvaluator:
         if communicate and self.widths:
             exchange = RankExchange(lammps_communicator(communicate, pair), mine, owned, nall)
         if owned == 0:  # nothing of this rank's energy; still pass on the others' features
-            if exchange is not None:
-                exchange.relay(self.widths)
-            return 0.0, 0
+            if exchange is None:
+                return 0.0, 0, 0.0
+            exchange.relay(self.widths)
+            return 0.0, 0, exchange.seconds
         atoms = Atoms(numbers=numbers[mine], positions=positions[mine], cell=box, pbc=pbc)
         out = self.evaluate(atoms, owned, exchange, atomic_virial=bool(vatom or cvatom))
         made = exchange is None or (
@@ -302,4 +303,5 @@ class PairEvaluator:
                 _view(vatom, ctypes.c_double, (count, 6))[mine] += per_atom[:, VOIGT]
             if cvatom:
                 _view(cvatom, ctypes.c_double, (count, 9))[mine] += per_atom[:, CENTROID]
-        return float(out["energy"]), len(mine) - owned
+        seconds = 0.0 if exchange is None else exchange.seconds
+        return float(out["energy"]), len(mine) - owned, seconds

@@ -148,10 +148,11 @@ class PairMLCalc : public Pair {
     manybody_flag = 1;
     no_virial_fdotr_compute = 1;  // the evaluator returns the virial itself
     centroidstressflag = CENTROID_AVAIL;
-    // pvector[0]: ghost atoms in this rank's graph (compute pair mlcalc sums over ranks)
-    nextra = 1;
+    // compute pair mlcalc (sums over ranks): pvector[0] the ghost atoms in this rank's graph,
+    // pvector[1] the seconds it spent in exchanges between layers (last evaluation)
+    nextra = 2;
     pvector = new double[nextra];
-    pvector[0] = 0.0;
+    pvector[0] = pvector[1] = 0.0;
     ensure_python();
   }
 
@@ -302,7 +303,7 @@ class PairMLCalc : public Pair {
     if (!atom->tag_enable && periodic != 7) periodic = 0;
     double cell[9] = {domain->xprd, 0.0,          0.0,         domain->xy, domain->yprd,
                       0.0,          domain->xz,   domain->yz,  domain->zprd};
-    double energy = 0.0;
+    double energy = 0.0, exchange_seconds = 0.0;
     int ghosts = 0;
     {
       Gil gil;
@@ -319,15 +320,17 @@ class PairMLCalc : public Pair {
         const std::string message = python_error_message();
         error->one(FLERR, "pair_style mlcalc: {}", message);
       }
-      if (!PyArg_ParseTuple(result, "di", &energy, &ghosts)) {
+      if (!PyArg_ParseTuple(result, "did", &energy, &ghosts, &exchange_seconds)) {
         Py_DECREF(result);
         const std::string message = python_error_message();
-        error->one(FLERR, "pair_style mlcalc: the evaluator returned no (energy, ghosts): {}",
+        error->one(FLERR,
+                   "pair_style mlcalc: the evaluator returned no (energy, ghosts, seconds): {}",
                    message);
       }
       Py_DECREF(result);
     }
     pvector[0] = ghosts;
+    pvector[1] = exchange_seconds;
     if (eflag_global) eng_vdwl += energy;
   }
 
