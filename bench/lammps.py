@@ -190,6 +190,82 @@ def run_case(
     }
 
 
+NVE_INPUT = """
+units metal
+atom_style atomic
+boundary p p p
+newton on
+read_data water.data
+plugin load {plugin}
+pair_style mlcalc {model} dtype float64 scheme {scheme}
+pair_coeff * * H O
+neighbor {skin} bin
+velocity all create 300 1 dist gaussian mom yes rot yes
+fix 1 all nve
+timestep 0.0005
+thermo_style custom step pe ke etotal
+thermo_modify format float %.17g
+thermo 20
+run {steps}
+"""
+
+
+def nve_drift(
+    ranks: int, scheme: str, picoseconds: float, plugin: Path, repeats: int = 4
+) -> dict[str, Any]:
+    """Energy drift of NVE (0.5 fs steps, float64, 300 K) of a ``3 repeats³``-atom water box
+    on ``ranks`` ranks: the slope of the total energy (eV/atom/ps, least squares) and its
+    spread (eV/atom)."""
+    import numpy as np
+    from ase.io import write
+
+    from mlcalc.lammps.build import lammps_environment, lammps_executable, mpiexec_command
+    from mlcalc.structures import water_box
+
+    atoms = water_box(repeats)
+    steps = round(picoseconds / 0.0005)
+    with tempfile.TemporaryDirectory() as folder:
+        write(
+            Path(folder) / "water.data",
+            atoms,
+            format="lammps-data",
+            specorder=["H", "O"],
+            masses=True,
+            units="metal",
+        )
+        script = NVE_INPUT.format(plugin=plugin, model=MODEL, skin=SKIN, scheme=scheme, steps=steps)
+        (Path(folder) / "in.lmp").write_text(script)
+        env = lammps_environment()
+        env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+        command = [*mpiexec_command(ranks), str(lammps_executable()), "-in", "in.lmp"]
+        result = subprocess.run(
+            [*command, "-log", "none", "-nocite"],
+            cwd=folder,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    if result.returncode != 0:
+        raise RuntimeError(result.stdout[-2000:] + result.stderr[-2000:])
+    rows = np.array(
+        [
+            [float(value) for value in line.split()]
+            for line in result.stdout.splitlines()
+            if len(line.split()) == 4 and line.split()[0].isdigit()
+        ]
+    )
+    time_ps, total = rows[:, 0] * 0.0005, rows[:, 3] / len(atoms)
+    return {
+        "ranks": ranks,
+        "scheme": scheme,
+        "atoms": len(atoms),
+        "picoseconds": picoseconds,
+        "drift_eV_per_atom_ps": float(np.polyfit(time_ps, total, 1)[0]),
+        "spread_eV_per_atom": float(np.ptp(total)),
+    }
+
+
 def ghost_ratio(atoms: float, grid: tuple[int, ...], shell: float) -> float:
     """(owned + ghost) / owned of one sub-domain of a cubic, periodic water box on the
     processor ``grid``: ghost atoms come from the split directions only."""
@@ -272,6 +348,13 @@ def main() -> None:
         help="engine:ranks:threads[:scheme], e.g. lammps:2:1:layers or ase:1:2 "
         "(default: LAMMPS on 1, 2 and 4 ranks, both schemes)",
     )
+    parser.add_argument(
+        "--nve",
+        type=float,
+        metavar="PS",
+        help="instead: the energy drift of PS picoseconds of NVE of 192 atoms of water on 1 "
+        "rank (receptive) and 4 ranks (layers)",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if args.worker:
@@ -282,6 +365,23 @@ def main() -> None:
     from mlcalc.pretrained import load_model
 
     plugin = build_plugin()
+    if args.nve:
+        runs = [
+            nve_drift(ranks, scheme, args.nve, plugin)
+            for ranks, scheme in [(1, "receptive"), (4, "layers")]
+        ]
+        print("| ranks | scheme | atoms | ps | drift (eV/atom/ps) | spread (eV/atom) |")
+        print("|---" * 6 + "|")
+        for run in runs:
+            print(
+                f"| {run['ranks']} | {run['scheme']} | {run['atoms']} | {run['picoseconds']:g} | "
+                f"{run['drift_eV_per_atom_ps']:.2e} | {run['spread_eV_per_atom']:.2e} |"
+            )
+        ratio = abs(runs[1]["drift_eV_per_atom_ps"]) / abs(runs[0]["drift_eV_per_atom_ps"])
+        print(f"\n|drift| on 4 ranks / 1 rank: {ratio:.2f}")
+        if args.json:
+            args.json.write_text(json.dumps({"nve": runs, "ratio": ratio}, indent=2))
+        return
     rows = []
     print(
         "| engine | scheme | ranks × threads | atoms | step (s) | ghost/owned | LAMMPS "

@@ -207,15 +207,18 @@ def single_point(
     hybrid: bool = False,
     processors: str = "* * *",
     scheme: str = "auto",
+    pair: str = "",
 ) -> str:
     """Input lines for one structure: ``run 0``, forces, per-atom energies and per-atom
     virials (``compute stress/atom`` and ``centroid/stress/atom``) dumped to ``NAME.dump``,
     energy, virial pressure and the ghost atoms in the graphs of all ranks (``compute pair
     mlcalc``) printed to ``NAME.out``; with ``hybrid``, as a sub-style of ``pair_style
-    hybrid/overlay`` (beside ``zero``), on the processor grid ``processors``."""
+    hybrid/overlay`` (beside ``zero``), on the processor grid ``processors``; ``pair``: other
+    pair style lines instead."""
     virial = " ".join(f"$(c_p[{k}]:%.17g)" for k in range(1, 7))
     style = f"mlcalc {model} dtype float64 scheme {scheme}"
-    pair = f"pair_style {style}\npair_coeff * * {' '.join(ELEMENTS)}"
+    if not pair:
+        pair = f"pair_style {style}\npair_coeff * * {' '.join(ELEMENTS)}"
     if hybrid:
         pair = (
             f"pair_style hybrid/overlay {style} zero 2.0\n"
@@ -575,8 +578,43 @@ def test_non_local_models_are_refused(options: dict, tmp_path: Path) -> None:
         model = NEMP(NEMPConfig.preset("small", elements=["H", "O"], cutoff=3.0, **options))
     model.save(tmp_path / "model.safetensors")
     name = next(iter(options))
-    with pytest.raises(ValueError, match=f"uses {name}.*local models only"):
+    with pytest.raises(ValueError, match=f"uses {name}.*local models only") as refused:
         PairEvaluator(str(tmp_path / "model.safetensors"), ["H", "O"])
+    if name == "long_range":
+        assert "k-space" in str(refused.value)
+
+
+def test_d3_beside_the_model_equals_the_ase_calculator(
+    plugin: Path, models: dict[str, Path], tmp_path: Path
+) -> None:
+    """The model and LAMMPS's ``dispersion/d3`` under ``hybrid/overlay``, with the arguments of
+    :func:`d3_pair_style`, on 2 ranks: the ASE calculator with ``dispersion="d3-bj"``. To
+    1e-5 relative in energy and virial and 1e-6 eV/Å in forces: LAMMPS's D3 uses its own
+    Bohr and Hartree constants (measured differences ~1e-6 and ~1e-7, docs/lammps.md); the
+    D3 terms themselves are 1e3 times larger than these tolerances."""
+    pytest.importorskip("dftd3", reason="the ASE calculator's D3 needs simple-dftd3 (mlcalc[d3])")
+    from mlcalc.lammps import d3_pair_style
+
+    write_data(water_box(), tmp_path / "water.data")
+    elements = " ".join(ELEMENTS)
+    pair = (
+        f"pair_style hybrid/overlay mlcalc {models['nemp']} dtype float64 {d3_pair_style()}\n"
+        f"pair_coeff * * mlcalc {elements}\npair_coeff * * dispersion/d3 {elements}\n"
+        "neigh_modify one 20000 page 400000"
+    )
+    script = single_point("water", water_box(), plugin, models["nemp"], pair=pair)
+    result = run_lammps(tmp_path, script, ranks=2)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    found = lammps_results(tmp_path, "water")
+    atoms = read_data(tmp_path / "water.data")
+    plain = ase_results(atoms, NEMPCalculator.from_checkpoint(models["nemp"], device="cpu"))
+    calc = NEMPCalculator.from_checkpoint(models["nemp"], device="cpu", dispersion="d3-bj")
+    expected = ase_results(atoms, calc)
+    assert abs(expected["energy"] - plain["energy"]) > 1e-2  # D3 is there
+    assert abs(found["energy"] - expected["energy"]) < 1e-5 * abs(expected["energy"])
+    assert np.abs(found["forces"] - expected["forces"]).max() < 1e-6
+    virial_error = np.abs(found["virial"] - expected["virial"]).max()
+    assert virial_error < 1e-5 * np.abs(expected["virial"]).max()
 
 
 def test_device_selection() -> None:

@@ -8,11 +8,12 @@ See ``docs/lammps.md``. :mod:`mlcalc.lammps.pair` is what the plugin calls on ea
 """
 
 from mlcalc.lammps.build import build_plugin, lammps_environment, lammps_executable, mpiexec
-from mlcalc.lammps.pair import PairEvaluator, receptive_field
+from mlcalc.lammps.pair import PairEvaluator, d3_pair_style, receptive_field
 
 __all__ = [
     "PairEvaluator",
     "build_plugin",
+    "d3_pair_style",
     "lammps_environment",
     "lammps_executable",
     "mpiexec",

@@ -38,6 +38,7 @@ import torch
 from ase import Atoms
 from ase.data import atomic_numbers
 
+from mlcalc.dispersion import COORDINATION_CUTOFF, DAMPINGS, DEFAULT_CUTOFF
 from mlcalc.graph import NeighborCache
 from mlcalc.lammps.exchange import RankExchange, exchange_widths, lammps_communicator
 from mlcalc.models import NEMP, AtomisticModel, MLANet, torch_dtype
@@ -75,7 +76,10 @@ def non_local_options(model: AtomisticModel) -> list[str]:
     local) and charge/spin inputs (a rank's cluster has no total charge of its own)."""
     config = model.config
     options = {
-        "long_range='coulomb'": config.long_range is not None,
+        "long_range='coulomb' (its latent charges depend on the positions, so LAMMPS's "
+        "k-space, which holds charges fixed within a step, cannot give its forces)": (
+            config.long_range is not None
+        ),
         "context_pooling": getattr(config, "context_pooling", False),
         "charge_embedding (total charge and spin)": config.charge_embedding,
     }
@@ -305,3 +309,16 @@ class PairEvaluator:
                 _view(cvatom, ctypes.c_double, (count, 9))[mine] += per_atom[:, CENTROID]
         seconds = 0.0 if exchange is None else exchange.seconds
         return float(out["energy"]), len(mine) - owned, seconds
+
+
+def d3_pair_style(damping: str = "d3-bj", xc: str = "pbe", cutoff: float = DEFAULT_CUTOFF) -> str:
+    """The arguments of LAMMPS's ``pair_style dispersion/d3`` for the D3 correction of
+    :class:`~mlcalc.dispersion.D3Dispersion` (``damping``, ``xc``, pair ``cutoff`` in Å, and
+    its coordination-number cutoff), to put beside ``mlcalc`` under ``pair_style
+    hybrid/overlay``; e.g. ``"dispersion/d3 bj pbe 31.7506326338 21.1670884226"``."""
+    if damping not in DAMPINGS:
+        raise ValueError(f"dispersion must be one of {sorted(DAMPINGS)}, got {damping!r}")
+    if not cutoff > 0:
+        raise ValueError(f"dispersion_cutoff must be positive (Å), got {cutoff}")
+    coordination = min(cutoff, COORDINATION_CUTOFF)
+    return f"dispersion/d3 {DAMPINGS[damping][1]} {xc} {cutoff:.12g} {coordination:.12g}"
