@@ -45,6 +45,10 @@ def test_efficiency_and_ghost_cost_from_cpu_time() -> None:
     row = bench.with_efficiency(dict(two), one)
     assert row["efficiency"] == pytest.approx(0.8) and row["cpu_efficiency"] == pytest.approx(0.8)
     assert row["ghost_cost"] == pytest.approx(0.25) and row["bound"] == pytest.approx(0.5)
+    # weak scaling: each of the two ranks owns the baseline's box
+    weak = {**two, "step_s": 1.25, "cpu_step_s": 1.25, "weak": True}
+    row = bench.with_efficiency(weak, one)
+    assert row["efficiency"] == pytest.approx(0.8) and row["ghost_cost"] == pytest.approx(0.25)
     assert "efficiency" not in bench.with_efficiency(dict(one), one)
     assert "efficiency" not in bench.with_efficiency(dict(two), None)
 
