@@ -211,22 +211,26 @@ class PairEvaluator:
             graph.positions, graph.cell, graph.shifts, graph.edge_index, graph.batch
         ).requires_grad_()
         energies = self.model.atomic_energy_function(recompute=True, exchange=exchange)
+        assert energies is not None  # direct-force models are refused in __init__
         owned_energies = energies(graph, vectors)[:nlocal]
         energy = owned_energies.sum()
-        # the exchanges' backward passes call MPI: run them on this thread (CUDA graphs too)
+        # the exchanges' backward passes call MPI: keep them on this thread (on CUDA, autograd
+        # would run them on a device thread of its own)
         with torch.autograd.set_multithreading_enabled(False):
             (gradient,) = torch.autograd.grad(energy, [vectors], allow_unused=True)
         if gradient is None:
             gradient = torch.zeros_like(vectors)
-        per_atom = atomic_virials(vectors.detach(), gradient, graph.edge_index, graph.num_atoms)
+        vectors = vectors.detach()
         result = {
             "energy": energy.detach(),
             "forces": edge_forces(gradient, graph.edge_index, graph.num_atoms),
             "energies": owned_energies.detach(),
-            "virial": per_atom.sum(0),
+            "virial": -vectors.T @ gradient,  # -sum_ij r_ij ⊗ dE/dr_ij
         }
         if atomic_virial:
-            result["atomic_virials"] = per_atom
+            result["atomic_virials"] = atomic_virials(
+                vectors, gradient, graph.edge_index, graph.num_atoms
+            )
         return result
 
     def compute(
