@@ -88,6 +88,39 @@ def ase_worker(size: int, threads: int, steps: int, dtype: str) -> dict[str, Any
     return {"step_s": statistics.median(times), "ghost_per_owned": 0.0}
 
 
+def run_lammps(atoms: Any, script: str, ranks: int, threads: int = 1) -> str:
+    """The output of ``mpiexec -n ranks lmp`` (``threads`` per rank) on ``script``, in a
+    temporary folder where ``atoms`` (water) are ``water.data``."""
+    from ase.io import write
+
+    from mlcalc.lammps.build import lammps_environment, lammps_executable, mpiexec_command
+
+    with tempfile.TemporaryDirectory() as folder:
+        write(
+            Path(folder) / "water.data",
+            atoms,
+            format="lammps-data",
+            specorder=["H", "O"],
+            masses=True,
+            units="metal",
+        )
+        (Path(folder) / "in.lmp").write_text(script)
+        env = lammps_environment()
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+        command = [*mpiexec_command(ranks), str(lammps_executable()), "-in", "in.lmp"]
+        result = subprocess.run(
+            [*command, "-log", "none", "-nocite"],
+            cwd=folder,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    if result.returncode != 0:
+        raise RuntimeError(result.stdout[-2000:] + result.stderr[-2000:])
+    return result.stdout
+
+
 LAMMPS_INPUT = """
 units metal
 atom_style atomic
@@ -124,55 +157,30 @@ def lammps_case(
     """Step time, ghost/owned ratio and exchange time of LAMMPS on ``ranks`` × ``threads``.
     ``weak``: the box of ``size`` atoms replicated ``ranks`` times along x on a ``ranks × 1 ×
     1`` grid, so every rank owns exactly that box's atoms."""
-    from ase.io import write
-
-    from mlcalc.lammps.build import lammps_environment, lammps_executable, mpiexec_command
     from mlcalc.structures import water_box
 
-    with tempfile.TemporaryDirectory() as folder:
-        write(
-            Path(folder) / "water.data",
-            water_box(repeats_for(size)),
-            format="lammps-data",
-            specorder=["H", "O"],
-            masses=True,
-            units="metal",
-        )
-        replicas = ranks if weak else 1
-        script = LAMMPS_INPUT.format(
-            plugin=plugin,
-            model=MODEL,
-            dtype=dtype,
-            skin=SKIN,
-            steps=steps,
-            scheme=scheme,
-            replicas=replicas,
-            grid=f"{ranks} 1 1" if weak else "* * *",
-        )
-        (Path(folder) / "in.lmp").write_text(script)
-        env = lammps_environment()
-        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-        command = [*mpiexec_command(ranks), str(lammps_executable()), "-in", "in.lmp"]
-        result = subprocess.run(
-            [*command, "-log", "none", "-nocite"],
-            cwd=folder,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-    if result.returncode != 0:
-        raise RuntimeError(result.stdout[-2000:] + result.stderr[-2000:])
-    loops = re.findall(r"Loop time of ([\d.eE+-]+) on \d+ procs for (\d+) steps", result.stdout)
-    owned = re.findall(r"Nlocal:\s+([\d.eE+-]+) ave", result.stdout)
-    ghost = re.findall(r"Nghost:\s+([\d.eE+-]+) ave", result.stdout)
+    replicas = ranks if weak else 1
+    script = LAMMPS_INPUT.format(
+        plugin=plugin,
+        model=MODEL,
+        dtype=dtype,
+        skin=SKIN,
+        steps=steps,
+        scheme=scheme,
+        replicas=replicas,
+        grid=f"{ranks} 1 1" if weak else "* * *",
+    )
+    output = run_lammps(water_box(repeats_for(size)), script, ranks, threads)
+    loops = re.findall(r"Loop time of ([\d.eE+-]+) on \d+ procs for (\d+) steps", output)
+    owned = re.findall(r"Nlocal:\s+([\d.eE+-]+) ave", output)
+    ghost = re.findall(r"Nghost:\s+([\d.eE+-]+) ave", output)
     # thermo rows "step pe ghosts seconds": the ghost atoms in the graphs of all ranks and the
     # seconds they spent in exchanges, summed over ranks
-    rows = re.findall(r"^\s*\d+\s+[-\d.eE+]+\s+([\d.eE+]+)\s+([\d.eE+-]+)\s*$", result.stdout, re.M)
+    rows = re.findall(r"^\s*\d+\s+[-\d.eE+]+\s+([\d.eE+]+)\s+([\d.eE+-]+)\s*$", output, re.M)
     seconds, counted = float(loops[-1][0]), int(loops[-1][1])
     # each rank's CPU time over its wall time in the loop: below 100 % when the ranks share
     # cores with other processes (MPICH's busy waiting counts as CPU use)
-    cpu = float(re.findall(r"([\d.]+)% CPU use", result.stdout)[-1]) / 100.0
+    cpu = float(re.findall(r"([\d.]+)% CPU use", output)[-1]) / 100.0
     return {
         "step_s": seconds / counted,
         "cpu_step_s": cpu * seconds / counted,
@@ -242,41 +250,17 @@ def nve_drift(
     on ``ranks`` ranks: the slope of the total energy (eV/atom/ps, least squares) and its
     spread (eV/atom)."""
     import numpy as np
-    from ase.io import write
 
-    from mlcalc.lammps.build import lammps_environment, lammps_executable, mpiexec_command
     from mlcalc.structures import water_box
 
     atoms = water_box(repeats)
     steps = round(picoseconds / 0.0005)
-    with tempfile.TemporaryDirectory() as folder:
-        write(
-            Path(folder) / "water.data",
-            atoms,
-            format="lammps-data",
-            specorder=["H", "O"],
-            masses=True,
-            units="metal",
-        )
-        script = NVE_INPUT.format(plugin=plugin, model=MODEL, skin=SKIN, scheme=scheme, steps=steps)
-        (Path(folder) / "in.lmp").write_text(script)
-        env = lammps_environment()
-        env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-        command = [*mpiexec_command(ranks), str(lammps_executable()), "-in", "in.lmp"]
-        result = subprocess.run(
-            [*command, "-log", "none", "-nocite"],
-            cwd=folder,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-    if result.returncode != 0:
-        raise RuntimeError(result.stdout[-2000:] + result.stderr[-2000:])
+    script = NVE_INPUT.format(plugin=plugin, model=MODEL, skin=SKIN, scheme=scheme, steps=steps)
+    output = run_lammps(atoms, script, ranks)
     rows = np.array(
         [
             [float(value) for value in line.split()]
-            for line in result.stdout.splitlines()
+            for line in output.splitlines()
             if len(line.split()) == 4 and line.split()[0].isdigit()
         ]
     )
