@@ -1,4 +1,5 @@
-"""CPU speed of NEMP and MLANet through their ASE calculators: E + F + S per MD-like step.
+"""Speed of NEMP and MLANet through their ASE calculators: E + F + S per MD-like step (CPU by
+default, ``--device cuda`` for a GPU).
 
 Usage::
 
@@ -14,8 +15,10 @@ is timed on its own on the same atoms to give the neighbour-list share of a step
 the machine's CPU used by other processes while the steps ran is recorded too: on a shared VM it
 dominates the noise (two torch threads on two busy cores slow down far more than twofold).
 
-Models are randomly initialised (``torch.manual_seed(0)``) presets for H and O with a 5 Å cutoff,
-on water boxes from :func:`mlcalc.structures.water_box`. A size is skipped, with the reason
+Models are randomly initialised (``torch.manual_seed(0)``) presets for H and O with a 5 Å cutoff
+(``medium`` is the training recipe's preset, what the shipped ``water`` model uses), and the
+shipped ``water`` and ``water-mlanet`` models with their trained weights, on water boxes from
+:func:`mlcalc.structures.water_box`. A size is skipped, with the reason
 printed, when the previous size scaled linearly in the number of atoms predicts that it would
 overrun ``--budget-s`` or ``--max-rss-gb``. Nothing here asserts on timings.
 """
@@ -36,9 +39,15 @@ from typing import Any
 #: Benchmark name → (architecture, config overrides, calculator options). Elements H, O;
 #: cutoff 5 Å. ``-compiled`` models use ``compile=True`` (torch.compile; the first step
 #: compiles, and systems above one ``max_edges_per_chunk`` chunk of edges run eagerly).
+#: ``shipped-*`` are the registry's water models as users load them (trained weights, the
+#: registry's dtype unless ``--dtype`` says otherwise).
 MODELS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "nemp-default": ("nemp", {"preset": "default"}, {}),
     "nemp-small": ("nemp", {"preset": "small"}, {}),
+    "nemp-medium": ("nemp", {"preset": "medium"}, {}),
+    "nemp-medium-compiled": ("nemp", {"preset": "medium"}, {"compile": True}),
+    "shipped-water": ("registry", {"name": "water"}, {}),
+    "shipped-water-mlanet": ("registry", {"name": "water-mlanet"}, {}),
     "nemp-small-compiled": ("nemp", {"preset": "small"}, {"compile": True}),
     "nemp-default-compiled": ("nemp", {"preset": "default"}, {"compile": True}),
     "mlanet-l1-direct": ("mlanet", {"lmax": 1, "force_mode": "direct"}, {}),
@@ -62,6 +71,7 @@ COLUMNS = {
     "nl_ms": "neighbour list (ms)",
     "nl_share": "NL share",
     "peak_rss_mb": "peak RSS (MB)",
+    "gpu_peak_mb": "GPU peak (MB)",
     "background_cpu": "other processes' CPU",
 }
 
@@ -96,8 +106,10 @@ def own_cpu_s() -> float:
 
 def measure(model: str, dtype: str, size: int, args: argparse.Namespace) -> dict[str, Any]:
     """Time one configuration in this process; returns one row of results."""
-    limit = int(args.max_rss_gb * 2**30)  # address space >= RSS: a runaway raises MemoryError
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    device = getattr(args, "device", "cpu")  # bench/peers.py's workers run on the CPU
+    if device == "cpu":  # (CUDA maps far more address space than it uses)
+        limit = int(args.max_rss_gb * 2**30)  # address space >= RSS: a runaway raises MemoryError
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     import numpy as np
     import torch
     from ase.calculators.calculator import all_changes
@@ -110,7 +122,7 @@ def measure(model: str, dtype: str, size: int, args: argparse.Namespace) -> dict
     if args.tune_malloc:
         tune_memory_allocator()
     torch.manual_seed(0)
-    calc = build_calculator(model, dtype)
+    calc = build_calculator(model, dtype, device)
     net = calc.model
     for knob in KNOBS:
         value = getattr(args, knob, "default")  # bench/peers.py's workers do not set them
@@ -123,6 +135,7 @@ def measure(model: str, dtype: str, size: int, args: argparse.Namespace) -> dict
         "dtype": dtype,
         "atoms": size,
         "threads": args.threads,
+        "device": device,
         "tuned_malloc": args.tune_malloc,
         "params": sum(p.numel() for p in net.parameters()),
         "rss_after_build_mb": peak_rss_mb(),
@@ -167,24 +180,27 @@ def measure(model: str, dtype: str, size: int, args: argparse.Namespace) -> dict
         nl_ms=1e3 * nl,
         nl_share=nl / median,
         peak_rss_mb=peak_rss_mb(),
+        gpu_peak_mb=torch.cuda.max_memory_allocated() / 2**20 if device != "cpu" else None,
         loadavg_end=os.getloadavg()[0],
         energy=calc.results["energy"],
     )
     return row
 
 
-def build_calculator(model: str, dtype: str) -> Any:
-    """The CPU calculator of benchmark model ``model`` (``MODELS``): random weights
-    (call ``torch.manual_seed`` first), elements H and O, cutoff 5 Å."""
-    from mlcalc.calculators import CALCULATOR_FOR
+def build_calculator(model: str, dtype: str, device: str = "cpu") -> Any:
+    """The calculator of benchmark model ``model`` (``MODELS``) on ``device``: random weights
+    (call ``torch.manual_seed`` first), elements H and O, cutoff 5 Å; or a shipped model."""
+    from mlcalc.calculators import CALCULATOR_FOR, load_calculator
     from mlcalc.models import NEMP, MLANet, MLANetConfig, NEMPConfig
 
     architecture, options, calculator_options = MODELS[model]
+    if architecture == "registry":
+        return load_calculator(options["name"], device=device, dtype=dtype, **calculator_options)
     if architecture == "nemp":
         net = NEMP(NEMPConfig.preset(options["preset"], elements=["H", "O"], cutoff=5.0))
     else:
         net = MLANet(MLANetConfig(elements=["H", "O"], cutoff=5.0, **options))
-    return CALCULATOR_FOR[architecture](net, device="cpu", dtype=dtype, **calculator_options)
+    return CALCULATOR_FOR[architecture](net, device=device, dtype=dtype, **calculator_options)
 
 
 def skip_reason(previous: dict[str, Any] | None, size: int, args: argparse.Namespace) -> str:
@@ -229,6 +245,8 @@ def run_child(model: str, dtype: str, size: int, argv: list[str]) -> dict[str, A
 
 
 def fmt(key: str, value: Any) -> str:
+    if value is None:
+        return ""
     if isinstance(value, float):
         if key in ("nl_share", "background_cpu"):
             return f"{100 * value:.0f} %"
@@ -242,7 +260,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     notes = []
     for row in rows:
         if "median_ms" in row:
-            lines.append("| " + " | ".join(fmt(k, row[k]) for k in COLUMNS) + " |")
+            lines.append("| " + " | ".join(fmt(k, row.get(k)) for k in COLUMNS) + " |")
         else:
             why = row.get("skipped") or f"failed: {row.get('error')}"
             notes.append(f"- {row['model']} {row['dtype']} {row['atoms']:,} atoms: {why}")
@@ -255,6 +273,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=list(MODELS))
     parser.add_argument("--dtype", nargs="+", choices=["float32", "float64"], default=["float32"])
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--repeats", type=int, default=10, help="timed steps after the warm-up")
     parser.add_argument("--budget-s", type=float, default=300.0, help="per configuration")
     parser.add_argument("--max-rss-gb", type=float, default=20.0, help="memory guard")
@@ -280,6 +299,8 @@ def main() -> None:
     shared = [
         "--threads",
         str(args.threads),
+        "--device",
+        args.device,
         "--repeats",
         str(args.repeats),
         "--budget-s",
