@@ -302,8 +302,8 @@ class PairEvaluator:
         _view(forces, ctypes.c_double, (count, 3))[mine] += force
         if eatom:
             _view(eatom, ctypes.c_double, (count,))[mine[:owned]] += out["energies"].cpu().numpy()
-        w = out["virial"].cpu().double().numpy()
         if virial:
+            w = out["virial"].cpu().double().numpy()
             _view(virial, ctypes.c_double, (6,))[:] += w.reshape(9)[VOIGT]
         if vatom or cvatom:
             per_atom = out["atomic_virials"].cpu().double().numpy().reshape(-1, 9)
