@@ -1,105 +1,131 @@
-"""Milliseconds per training step, eager against compiled, on the most frequent batch shape.
+"""Structures per second of training steps, eager against compiled, on a data set's own batches.
 
 Usage (from the repository root, with the project's venv python)::
 
-    python bench/train_step.py TRAIN_FILE [--e0s fit|FILE] [--batch-size 1] [--steps 40]
-        [--threads 1]
+    python bench/train_step.py TRAIN_FILE [--e0s fit|FILE] [--batch-size N] [--steps 200]
+        [--threads 1] [--dtype float32]
 
-The default recipe's model for the data (``mlcalc train``'s choice), float32, on the batches
-of the data set's most frequent shape (:func:`mlcalc.training.compiled.batch_shapes`): each
-step is the forward pass with forces (and stress where the data has it), an energy + force
-(+ stress) squared-error loss, its backward pass and an Adam step. It prints the medians of
-``--steps`` steps, eager and through :class:`~mlcalc.training.compiled.CompiledTrainingForward`,
-and how long the first compiled step (the compilation) took.
+The default recipe's model for the data (``mlcalc train``'s choice, its batch size unless
+``--batch-size`` is given) on the first ``--steps`` batches of a seeded epoch as ``mlcalc
+train`` draws them: structures of every size and composition the data has. Each step is the
+forward pass with forces (and stress where the data has it), an energy + force (+ stress)
+squared-error loss, its backward pass and an Adam step. The batches run eagerly, then twice
+through :class:`~mlcalc.training.compiled.CompiledTrainingForward`: the first pass compiles
+(its extra time is the compilation), the second is timed. It prints structures per second of
+each, their ratio, the share of steps that took a compiled graph and the graphs compiled.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
+import dataclasses
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 
 from mlcalc.training import TrainConfig
-from mlcalc.training.compiled import (
-    BatchShape,
-    CompiledTrainingForward,
-    batch_shapes,
-    structure_shape,
-)
+from mlcalc.training.compiled import CompiledTrainingForward
 from mlcalc.training.data import GraphDataset
 from mlcalc.training.loss import residuals
+from mlcalc.training.recipe import batch_size_for
 from mlcalc.training.setup import initial_model, load_datasets
+from mlcalc.training.steps import Processes, global_batches
 
 
-def shape_batches(
-    dataset: GraphDataset, batch_size: int, num_species: int, steps: int
-) -> tuple[BatchShape, float, int, list[list[int]]]:
-    """The most frequent batch shape of ``dataset`` (its share of the batches, its edge
-    capacity) and ``steps`` batches (structure indices) of that shape, repeated as needed."""
-    shapes = batch_shapes(dataset, batch_size, num_species)
-    if not shapes:
-        raise SystemExit(f"batches of {batch_size} structures of this data have no fixed shape")
-    shape, (share, capacity) = next(iter(shapes.items()))
-    one = BatchShape(
-        shape.atoms // batch_size, tuple(n // batch_size for n in shape.species_counts)
+@dataclass
+class Pass:
+    """One pass over the batches: wall time (s) and the steps that ran compiled."""
+
+    seconds: float
+    compiled_steps: int = 0
+
+
+def first_batches(size: int, config: TrainConfig, steps: int) -> list[list[int]]:
+    """The first ``steps`` batches of epochs 0, 1, … of a data set of ``size`` structures."""
+    batches: list[list[int]] = []
+    epoch = 0
+    while len(batches) < steps:
+        batches += global_batches(size, epoch, config, Processes())
+        epoch += 1
+    return batches[:steps]
+
+
+def timed_pass(
+    forward: Callable[..., dict[str, torch.Tensor]],
+    model: torch.nn.Module,
+    dataset: GraphDataset,
+    batches: Sequence[list[int]],
+    stress: bool,
+) -> Pass:
+    """Train on ``batches`` once through ``forward``; time it."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-5)
+    compiled = forward if isinstance(forward, CompiledTrainingForward) else None
+    result = Pass(0.0)
+    start = time.perf_counter()
+    for indices in batches:
+        batch = dataset.batch(indices)
+        if compiled is not None and compiled.runs_compiled(batch.graph, stress):
+            result.compiled_steps += 1
+        outputs = forward(batch.graph, compute_forces=True, compute_stress=stress, training=True)
+        loss = sum(r.square().sum() for r in residuals(outputs, batch).values())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def table(
+    name: str, steps: int, structures: int, eager: Pass, first: Pass, compiled: Pass, graphs: int
+) -> str:
+    """The markdown table of one comparison (``steps`` batches of ``structures`` structures
+    in all, in each pass)."""
+    eager_rate, compiled_rate = structures / eager.seconds, structures / compiled.seconds
+    steps_share = 100.0 * compiled.compiled_steps / steps
+    return (
+        "| data | structures | eager structures/s | compiled structures/s | ratio "
+        "| steps compiled | graphs | compile (s) |\n"
+        "|---|---:|---:|---:|---:|---:|---:|---:|\n"
+        f"| {name} | {structures} | {eager_rate:.1f} | {compiled_rate:.1f} | "
+        f"{compiled_rate / eager_rate:.2f} | {compiled.compiled_steps} ({steps_share:.0f} %) | "
+        f"{graphs} | {max(0.0, first.seconds - compiled.seconds):.0f} |"
     )
-    members = [
-        k for k, graph in enumerate(dataset.graphs) if structure_shape(graph, num_species) == one
-    ]
-    batches = [
-        members[k : k + batch_size] for k in range(0, len(members) - batch_size + 1, batch_size)
-    ]
-    return shape, share, capacity, (batches * (1 + steps // len(batches)))[:steps]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("train_file")
     parser.add_argument("--e0s", default="fit")
-    parser.add_argument("--batch-size", type=int, default=1)
-    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    config = TrainConfig.from_dict(
-        {"train_file": args.train_file, "e0s": args.e0s, "output_dir": "unused"}
-    )
+    fields = {"train_file": args.train_file, "e0s": args.e0s, "output_dir": "unused"}
+    if args.batch_size is not None:
+        fields["batch_size"] = args.batch_size
+    config = TrainConfig.from_dict(fields)
     data = load_datasets(config)
-    model = initial_model(config, data).float()
-    dataset = GraphDataset(data.train, model.cutoff, model.elements, torch.float32)
-    shape, share, capacity, batches = shape_batches(
-        dataset, args.batch_size, len(model.elements), args.steps
-    )
+    dtype = getattr(torch, args.dtype)
+    model = initial_model(config, data).to(dtype)
+    dataset = GraphDataset(data.train, model.cutoff, model.elements, dtype)
+    if config.batch_size is None:  # the recipe's, as mlcalc train sets it
+        config = dataclasses.replace(
+            config, batch_size=batch_size_for([len(s) for s in data.train])
+        )
+    batches = first_batches(len(dataset), config, args.steps)
+    structures = sum(len(b) for b in batches)
     stress = dataset.has_stress
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-
-    def step_times(forward, indices_list) -> list[float]:
-        times = []
-        for indices in indices_list:
-            batch = dataset.batch(indices)
-            start = time.perf_counter()
-            outputs = forward(
-                batch.graph, compute_forces=True, compute_stress=stress, training=True
-            )
-            loss = sum(r.square().sum() for r in residuals(outputs, batch).values())
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            times.append(time.perf_counter() - start)
-        return times
-
-    step_times(model, batches[:3])  # warm-up
-    eager = statistics.median(step_times(model, batches))
-    compiled = CompiledTrainingForward(model, {shape: capacity}, batch_size=args.batch_size)
-    compile_seconds = step_times(compiled, batches[:1])[0]
-    fast = statistics.median(step_times(compiled, batches))
+    timed_pass(model, model, dataset, batches[:3], stress)  # warm-up
+    eager = timed_pass(model, model, dataset, batches, stress)
+    compiled = CompiledTrainingForward(model, config.batch_size)
+    first = timed_pass(compiled, model, dataset, batches, stress)
+    second = timed_pass(compiled, model, dataset, batches, stress)
     print(
-        f"| data | atoms per batch | share of batches | edge capacity | eager ms | compiled ms "
-        f"| ratio | first compiled step (s) |\n|---|---:|---:|---:|---:|---:|---:|---:|\n"
-        f"| {args.train_file} | {shape.atoms} | {100 * share:.0f} % | {capacity} | "
-        f"{1000 * eager:.1f} | {1000 * fast:.1f} | {eager / fast:.2f} | {compile_seconds:.0f} |"
+        table(args.train_file, len(batches), structures, eager, first, second, compiled.num_graphs)
     )
 
 

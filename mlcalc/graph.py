@@ -64,15 +64,15 @@ class AtomicGraph:
 
     @property
     def num_graphs(self) -> int:
-        return int(self.cell.shape[0])
+        return self.cell.shape[0]  # not int(): symbolic under tracing
 
     @property
     def num_atoms(self) -> int:
-        return int(self.positions.shape[0])
+        return self.positions.shape[0]
 
     @property
     def num_edges(self) -> int:
-        return int(self.edge_index.shape[1])
+        return self.edge_index.shape[1]
 
     def atoms_per_graph(self) -> torch.Tensor:
         """``[B]`` number of atoms in each graph."""

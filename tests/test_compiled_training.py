@@ -1,5 +1,6 @@
-"""Compiled training steps (``mlcalc.training.compiled``) give the eager model's outputs and
-weight gradients, fall back to eager where they cannot be had, and are chosen as documented."""
+"""Compiled training steps (``mlcalc.training.compiled``) give the eager model's outputs, loss
+and weight gradients for structures of every size through one graph, fall back to eager where
+they cannot be had, and are chosen as documented."""
 
 from __future__ import annotations
 
@@ -14,12 +15,11 @@ from ase.calculators.emt import EMT
 from helpers import tiny_mlanet
 
 from mlcalc.models import MLANet, MLANetConfig
+from mlcalc.models.physics import edge_vectors
 from mlcalc.training import TrainConfig, train
 from mlcalc.training import compiled as compiled_module
 from mlcalc.training.compiled import (
     CompiledTrainingForward,
-    batch_shapes,
-    edge_capacity,
     training_forward,
     untraceable_reason,
 )
@@ -65,75 +65,118 @@ def tiny_model(architecture: str, model_factory):
     return tiny_mlanet({"Al": -1.5, "Cu": -2.0}, force_mode="conservative")
 
 
-def loss_and_gradients(forward, model, batch: Batch) -> tuple[dict, list[torch.Tensor]]:
-    """Outputs of ``forward`` and the weight gradients of an energy + force + stress loss."""
+def loss_and_gradients(forward, model, batch: Batch) -> tuple[dict, torch.Tensor, list]:
+    """Outputs of ``forward``, an energy + force + stress loss and its weight gradients."""
     model.zero_grad(set_to_none=True)
     outputs = forward(batch.graph, compute_forces=True, compute_stress=True, training=True)
     loss = sum(r.square().sum() for r in residuals(outputs, batch).values())
     loss.backward()
     grads = [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in model.parameters()]
-    return outputs, grads
+    return outputs, loss.detach(), grads
 
 
 def assert_step_matches_eager(forward, model, batch: Batch, keys=("forces",)) -> None:
-    """``forward``'s outputs ``keys`` and weight gradients on ``batch`` equal ``model``'s."""
-    expected, expected_grads = loss_and_gradients(model, model, batch)
-    got, grads = loss_and_gradients(forward, model, batch)
+    """``forward``'s outputs ``keys``, loss and weight gradients on ``batch`` equal ``model``'s
+    (float64: to 1e-10)."""
+    expected, expected_loss, expected_grads = loss_and_gradients(model, model, batch)
+    got, loss, grads = loss_and_gradients(forward, model, batch)
     for key in keys:
-        torch.testing.assert_close(got[key], expected[key], atol=1e-9, rtol=1e-9, msg=key)
+        torch.testing.assert_close(got[key], expected[key], atol=1e-10, rtol=1e-10, msg=key)
+    torch.testing.assert_close(loss, expected_loss, atol=0, rtol=1e-10)
     for name, g, e in zip(dict(model.named_parameters()), grads, expected_grads, strict=True):
-        torch.testing.assert_close(g, e, atol=1e-8, rtol=1e-7, msg=name)
+        torch.testing.assert_close(g, e, atol=1e-10, rtol=1e-10, msg=name)
+
+
+def mixed_frames() -> list[LabeledStructure]:
+    """Cells of 8, 16, 24 and 8 atoms, two compositions (the last is Cu7Al)."""
+    frames = cu6al2_frames(5)
+    other = frames[4].atoms.copy()
+    other.symbols[[1, 6]] = "Cu"
+    other.symbols[3] = "Al"
+    other.calc = EMT()
+    energy, forces = other.get_potential_energy(), other.get_forces()
+    other.calc = None
+    cu7al = LabeledStructure(other, energy, forces, None, "cu7al")
+    return [frames[0], supercell(frames[1], 2), supercell(frames[2], 3), frames[3], cu7al]
 
 
 @pytest.mark.parametrize(
     ("architecture", "backend"), [("nemp", "inductor"), ("mlanet", "aot_eager")]
 )
-def test_compiled_step_equals_eager(architecture, backend, model_factory, monkeypatch):
+def test_one_compiled_graph_serves_every_size(architecture, backend, model_factory, monkeypatch):
     # inductor's code generation is tested once (NEMP); MLANet's traced graph runs through
     # AOTAutograd alone, which is what differentiates it (and a minute faster to build)
     monkeypatch.setattr(compiled_module, "BACKEND", backend)
     model = tiny_model(architecture, model_factory)
-    dataset = GraphDataset(cu6al2_frames(5), model.cutoff, model.elements, torch.float64)
-    forward = CompiledTrainingForward(model, edge_capacity(dataset, 2), batch_size=2)
-    # two batches of one shape (different edges), then a shorter one that runs eagerly
-    for indices in ([0, 1], [2, 3], [4]):
+    dataset = GraphDataset(mixed_frames(), model.cutoff, model.elements, torch.float64)
+    forward = CompiledTrainingForward(model, batch_size=2)
+    # batches of 24, 32, 16 and 16 atoms in two compositions, then a shorter one (eager)
+    for indices in ([0, 1], [0, 2], [3, 4], [4, 0], [1]):
         batch = dataset.batch(indices)
+        assert forward.runs_compiled(batch.graph, True) is (len(indices) == 2)
         assert_step_matches_eager(forward, model, batch, ("energy", "forces", "stress"))
-    assert len(forward.graphs) == 1  # compiled once, reused for the second batch
-    assert not forward.failed
+    assert forward.num_graphs == 1 and not forward.failed
 
 
-def test_batches_of_one_structure_compile_per_size(model_factory, monkeypatch):
+def test_static_shapes_give_the_same_energies(model_factory):
+    model = model_factory(elements=ELEMENTS, num_interactions=2)
+    graph = (
+        GraphDataset(mixed_frames(), model.cutoff, model.elements, torch.float64)
+        .batch([4, 2])
+        .graph
+    )
+    vectors = edge_vectors(graph.positions, graph.cell, graph.shifts, graph.edge_index, graph.batch)
+    grouped = model.atomic_energy_function(chunked=False)(graph, vectors)
+    static = model.atomic_energy_function(chunked=False, static_shapes=True)(graph, vectors)
+    torch.testing.assert_close(static, grouped, atol=1e-12, rtol=1e-12)
+
+
+def test_one_atom_structures_run_eagerly(model_factory, monkeypatch):
     monkeypatch.setattr(compiled_module, "BACKEND", "aot_eager")  # inductor: tested above
     model = tiny_model("nemp", model_factory)
-    frames = cu6al2_frames(3)
-    bigger, biggest = (supercell(frames[k], n) for k, n in ((0, 2), (1, 3)))
-    dataset = GraphDataset([*frames, bigger, biggest], model.cutoff, model.elements, torch.float64)
-    shapes = batch_shapes(dataset, 1, len(model.elements))
-    capacities = {shape: edges for shape, (_, edges) in list(shapes.items())[:2]}
-    forward = CompiledTrainingForward(model, capacities, batch_size=1)
-    for index, compiles in ((0, True), (3, True), (4, False), (1, True)):
+    single = bulk("Cu", "fcc", a=3.6)  # one atom, periodic: edges to its own images
+    single.calc = EMT()
+    one = LabeledStructure(single, single.get_potential_energy(), single.get_forces(), None, "cu1")
+    single.calc = None
+    frames = [one, *mixed_frames()]
+    dataset = GraphDataset(frames, model.cutoff, model.elements, torch.float64)
+    forward = CompiledTrainingForward(model, batch_size=1)
+    # a one-atom batch first: no graph is traced on it (it would fix the atom count to 1)
+    for index, compiles in ((0, False), (1, True), (3, True), (0, False), (5, True)):
         batch = dataset.batch([index])
         assert forward.runs_compiled(batch.graph, True) is compiles
         assert_step_matches_eager(forward, model, batch)
-    assert len(forward.graphs) == 2 and not forward.failed
+    assert forward.num_graphs == 1
+
+
+def test_graphs_are_traced_per_structure_count_up_to_the_limit(model_factory, monkeypatch):
+    monkeypatch.setattr(compiled_module, "BACKEND", "aot_eager")
+    model = tiny_model("nemp", model_factory)
+    dataset = GraphDataset(mixed_frames(), model.cutoff, model.elements, torch.float64)
+    forward = CompiledTrainingForward(model)  # any batch size
+    for indices, compiles in (([0, 1], True), ([2], True), ([3, 4, 0], False), ([1, 2], True)):
+        batch = dataset.batch(indices)
+        assert forward.runs_compiled(batch.graph, True) is compiles
+        assert_step_matches_eager(forward, model, batch)
+    assert forward.num_graphs == compiled_module.MAX_GRAPHS == 2
+    assert [key.structures for key in forward.graphs] == [2, 1]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_compiled_step_equals_eager_on_cuda(model_factory):
     model = tiny_model("nemp", model_factory).to("cuda")
-    dataset = GraphDataset(cu6al2_frames(4), model.cutoff, model.elements, torch.float64)
-    forward = CompiledTrainingForward(model, edge_capacity(dataset, 2), batch_size=2)
+    dataset = GraphDataset(mixed_frames(), model.cutoff, model.elements, torch.float64)
+    forward = CompiledTrainingForward(model, batch_size=2)
     for indices in ([0, 1], [2, 3]):
         batch = dataset.batch(indices).to("cuda")
         assert_step_matches_eager(forward, model, batch)
-    assert len(forward.graphs) == 1 and not forward.failed
+    assert forward.num_graphs == 1 and not forward.failed
 
 
 def test_a_failed_compilation_falls_back_to_eager(model_factory, monkeypatch):
     model = tiny_model("nemp", model_factory)
     dataset = GraphDataset(cu6al2_frames(2), model.cutoff, model.elements, torch.float64)
-    forward = CompiledTrainingForward(model, edge_capacity(dataset, 2), batch_size=2)
+    forward = CompiledTrainingForward(model, batch_size=2)
 
     def no_compiler(*args, **kwargs):
         raise RuntimeError("no C++ compiler")
@@ -149,41 +192,25 @@ def test_a_failed_compilation_falls_back_to_eager(model_factory, monkeypatch):
 
 def test_compile_auto_compiles_only_where_it_pays(model_factory, tmp_path):
     model = tiny_model("nemp", model_factory)
-    frames = cu6al2_frames(4)
-    dataset = GraphDataset(frames, model.cutoff, model.elements, torch.float64)
+    dataset = GraphDataset(mixed_frames(), model.cutoff, model.elements, torch.float64)
 
-    def decide(data=dataset, distributed=False, test_model=model, **keys):
+    def decide(distributed=False, test_model=model, **keys):
         values = {"train_file": "train.xyz", "batch_size": 2, "output_dir": str(tmp_path), **keys}
-        return training_forward(test_model, data, TrainConfig.from_dict(values), distributed)
+        return training_forward(test_model, dataset, TrainConfig.from_dict(values), distributed)
 
+    # structures of several sizes: one graph for all of them
     forward, line = decide(max_time="5m")
-    assert isinstance(forward, CompiledTrainingForward) and "compiled" in line
-    # one shape: two Cu6Al2 cells (species in the model's order, Al then Cu)
-    assert forward.edge_capacity == {(16, (4, 12)): edge_capacity(dataset, 2)}
+    assert isinstance(forward, CompiledTrainingForward) and "every structure size" in line
     assert forward.batch_size == 2
     assert decide(max_time="5m", compile=False) == (
         None,
         "training steps run eagerly (compile: false)",
     )
-    assert "under 240 s" in decide(max_time="2m")[1]
-    assert "fewer than 5000 steps" in decide(epochs=100)[1]
+    assert "max_time under 240 s" in decide(max_time="3m")[1]
+    assert "fewer than 5000 steps" in decide(epochs=100)[1]  # 3 steps an epoch
+    assert isinstance(decide(epochs=2000)[0], CompiledTrainingForward)  # 6,000 steps
     assert isinstance(decide(epochs=100, compile=True)[0], CompiledTrainingForward)
     assert "data-parallel" in decide(max_time="1h", distributed=True)[1]
-    # structures of two sizes: no single shape for the full batches
-    mixed = GraphDataset(
-        [*frames, supercell(frames[0], 2)], model.cutoff, model.elements, torch.float64
-    )
-    assert "differ in size" in decide(data=mixed, max_time="1h")[1]
-    # one structure per batch: a shape per size, each compiled if its share of max_time pays
-    shapes = batch_shapes(mixed, 1, len(ELEMENTS))
-    assert list(shapes) == [(8, (2, 6)), (16, (4, 12))]  # most frequent first
-    assert shapes[(8, (2, 6))] == (0.8, max(g.num_edges for g in dataset.graphs))
-    assert shapes[(16, (4, 12))] == (0.2, mixed.graphs[-1].num_edges)
-    forward, line = decide(data=mixed, batch_size=1, max_time="30m")
-    assert set(forward.edge_capacity) == set(shapes) and "8 and 16 atoms (100 %" in line
-    forward, line = decide(data=mixed, batch_size=1, max_time="5m")  # 0.2 x 5 min < 240 s
-    assert set(forward.edge_capacity) == {(8, (2, 6))} and "8 atoms (80 %" in line
-    assert "under 240 s for each batch shape" in decide(data=mixed, batch_size=1, max_time="4m")[1]
     # a model with a long-range term reads the structures directly: not traceable
     coulomb = model_factory(elements=ELEMENTS, long_range="coulomb")
     assert untraceable_reason(coulomb) is not None

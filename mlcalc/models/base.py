@@ -231,17 +231,25 @@ class AtomisticModel(ExactConstants):
         recompute: bool = False,
         chunked: bool = True,
         exchange: FeatureExchange | None = None,
+        static_shapes: bool = False,
     ) -> Callable[[AtomicGraph, torch.Tensor], torch.Tensor] | None:
         """The map ``(graph, edge vectors [E, 3] in Å) → atomic energies [N]`` (eV) whose
         derivatives give the forces and stress, or ``None`` when the model has none (direct
         forces). ``recompute`` and ``chunked``: see :meth:`edge_chunks`. With an
         ``exchange`` (:mod:`mlcalc.models.exchange`), the graph holds the edges of the first
         ``exchange.num_centres`` atoms only, the ghost atoms' features come from the exchange
-        between layers, and the map gives the centres' energies ``[num_centres]``."""
+        between layers, and the map gives the centres' energies ``[num_centres]``. With
+        ``static_shapes`` no intermediate's shape depends on the inputs' values, only on their
+        shapes (for tracing with symbolic shapes; see :class:`~mlcalc.models.blocks.SpeciesGroups`
+        for what it costs)."""
         if not self.has_atomic_energies:
             return None
         return functools.partial(
-            self._atomic_energies, recompute=recompute, chunked=chunked, exchange=exchange
+            self._atomic_energies,
+            recompute=recompute,
+            chunked=chunked,
+            exchange=exchange,
+            static_shapes=static_shapes,
         )
 
     def _atomic_energies(
@@ -251,6 +259,7 @@ class AtomisticModel(ExactConstants):
         recompute: bool = False,
         chunked: bool = True,
         exchange: FeatureExchange | None = None,
+        static_shapes: bool = False,
     ) -> torch.Tensor:
         """``[N]`` atomic energies (float64, eV) from edge vectors ``[E, 3]`` (Å), per-edge work
         over :meth:`edge_chunks` (``[num_centres]`` with an ``exchange``: see

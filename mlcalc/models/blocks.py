@@ -206,16 +206,33 @@ class ScaledMLP(nn.Module):
 
 
 class SpeciesGroups:
-    """Atoms grouped by species, for per-species linear maps without per-atom weight copies."""
+    """Atoms grouped by species, for per-species linear maps without per-atom weight copies.
 
-    def __init__(self, species: torch.Tensor, num_species: int) -> None:
-        self.order = torch.argsort(species, stable=True)
-        self.inverse = torch.empty_like(self.order)
-        self.inverse[self.order] = torch.arange(len(species), device=species.device)
-        self.counts: list[int] = torch.bincount(species, minlength=num_species).tolist()
+    With ``static_shapes=True`` no tensor's shape depends on how many atoms each species has
+    (for tracing with symbolic shapes, :mod:`mlcalc.training.compiled`): each map is one
+    product with every species' weights, ``[N, ..., S * D]``, of which each atom keeps its
+    own species' ``D`` columns (``S`` times the arithmetic of the grouped products).
+    """
+
+    def __init__(
+        self, species: torch.Tensor, num_species: int, static_shapes: bool = False
+    ) -> None:
+        self.species = species
+        self.static_shapes = static_shapes
+        if not static_shapes:
+            self.order = torch.argsort(species, stable=True)
+            self.inverse = torch.empty_like(self.order)
+            self.inverse[self.order] = torch.arange(len(species), device=species.device)
+            self.counts: list[int] = torch.bincount(species, minlength=num_species).tolist()
 
     def linear(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """Per-atom ``x[n] @ weights[species[n]]`` for ``x [N, ..., C]``, ``weights [S, C, D]``."""
+        if self.static_shapes:
+            num_species, channels, width = weights.shape
+            every = x @ weights.permute(1, 0, 2).reshape(channels, num_species * width)
+            every = every.unflatten(-1, (num_species, width))  # [N, ..., S, D]
+            own = self.species.view(-1, *[1] * (x.dim() - 1), 1)
+            return every.gather(-2, own.expand(*x.shape[:-1], 1, width)).squeeze(-2)
         chunks = torch.split(x.index_select(0, self.order), self.counts)
         mixed = [chunk @ weights[s] for s, chunk in enumerate(chunks) if len(chunk)]
         if not mixed:
@@ -253,7 +270,7 @@ class EdgeChunks:
         self.recompute = recompute
         self.num_atoms = num_atoms
         centre, neighbor = edge_index[0], edge_index[1]
-        num_edges = int(centre.shape[0])
+        num_edges = centre.shape[0]
         if max_edges is not None and max_edges < 1:
             raise ValueError(f"max_edges must be a positive number of edges, got {max_edges}")
         if max_edges is None or num_edges <= max_edges:

@@ -329,9 +329,11 @@ class MLANet(AtomisticModel):
         recompute: bool = False,
         chunked: bool = True,
         exchange: FeatureExchange | None = None,
+        static_shapes: bool = False,
     ) -> torch.Tensor:
         """Conservative mode: ``[N]`` local atomic energies (float64, eV); with an
-        ``exchange``, the centres' (:meth:`atomic_energy_function`)."""
+        ``exchange``, the centres' (:meth:`atomic_energy_function`). Its shapes never depend
+        on the inputs' values, so ``static_shapes`` changes nothing."""
         features = self._interactions(graph, vectors, recompute, chunked, exchange)[0][-1]
         invariants = self.readout_features(features)
         inputs = context_features(invariants, graph) if self.config.context_pooling else invariants

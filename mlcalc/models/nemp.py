@@ -132,18 +132,20 @@ class NEMP(AtomisticModel):
         recompute: bool = False,
         chunked: bool = True,
         exchange: FeatureExchange | None = None,
+        static_shapes: bool = False,
     ) -> torch.Tensor:
         """``[N]`` atomic energies (float64, eV) from edge vectors ``[E, 3]`` (Å).
 
         Per-edge work runs over :meth:`edge_chunks` (``recompute``, ``chunked``: see there);
-        with an ``exchange``, the centres' energies (:meth:`atomic_energy_function`).
+        with an ``exchange``, the centres' energies; ``static_shapes``: see
+        :meth:`atomic_energy_function`.
         """
         c = self.config
         species = graph.species
         centres = num_centres(graph.num_atoms, exchange)
-        groups = SpeciesGroups(species, len(c.elements))
+        groups = SpeciesGroups(species, len(c.elements), static_shapes)
         if exchange is not None:
-            groups_of_centres = SpeciesGroups(species[:centres], len(c.elements))
+            groups_of_centres = SpeciesGroups(species[:centres], len(c.elements), static_shapes)
         else:
             groups_of_centres = groups
         inv_sqrt_c = 1.0 / math.sqrt(c.channels)

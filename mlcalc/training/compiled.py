@@ -8,70 +8,65 @@ compiles that graph, and the loss's backward pass differentiates it once, as it 
 forward pass. Forces and stress follow from the edge gradients outside the graph
 (:func:`mlcalc.models.physics.outputs_from_edge_gradients`).
 
-The traced graph has static shapes and also fixes, as constants, the atoms per species of the
-batch it saw (per-species linear maps split the atoms by species). So a graph is compiled for
-each *batch shape*: atoms, structures, atoms per species and whether stress is asked for.
-Edges are padded up to a fixed capacity as for inference
-(:func:`mlcalc.models.compiled.padded_edges`: edges beyond the cutoff, where every term is
-exactly zero). A data set whose structures all have one size gives one shape for every full
-batch; with one structure per batch, a data set of several sizes gives one shape per size, and
-the most frequent of them are compiled (:func:`batch_shapes`). Other batches run eagerly.
+The graph is traced with *symbolic* numbers of atoms and edges, so that one graph serves
+structures of every size and composition: data sets of mixed sizes need no padding and no
+graph per size. The model runs with ``static_shapes=True`` for this (per-species linear maps
+as one product over all species, :class:`mlcalc.models.blocks.SpeciesGroups`). What a traced
+graph does fix is its :class:`StepKey` (structures per batch, stress or not, dtype, device)
+and the relations between sizes that the trace met (its guards; a structure of one atom, for
+instance, is a case of its own, since the tracer treats sizes 0 and 1 as constants). A batch
+that fits no traced graph gets one of its own, up to :data:`MAX_GRAPHS`, and runs eagerly
+after that.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import nn
+from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.fx.experimental.proxy_tensor import make_fx
+from torch.fx.experimental.symbolic_shapes import DimDynamic, ShapeEnv, StatelessSymbolicContext
 
 from mlcalc.graph import AtomicGraph
 from mlcalc.models import AtomisticModel
-from mlcalc.models.compiled import padded_edges
 from mlcalc.models.physics import edge_vectors, outputs_from_edge_gradients
 from mlcalc.training.config import TrainConfig
 from mlcalc.training.data import GraphDataset
 
 #: The graph fields a traced graph takes as inputs (``charge`` and ``spin`` are not used by
-#: the models that can be traced).
-GRAPH_FIELDS: tuple[str, ...] = (
-    "positions",
-    "atomic_numbers",
-    "species",
-    "edge_index",
-    "shifts",
-    "cell",
-    "pbc",
-    "batch",
-)
+#: the models that can be traced), each with its dimension that counts atoms or edges (the
+#: symbolic one; ``None``: a field of fixed shape per :class:`StepKey`).
+GRAPH_FIELDS: dict[str, int | None] = {
+    "positions": 0,
+    "atomic_numbers": 0,
+    "species": 0,
+    "edge_index": 1,
+    "shifts": 0,
+    "cell": None,
+    "pbc": None,
+    "batch": 0,
+}
 #: ``torch.compile`` backend of the traced graphs (``"aot_eager"`` runs the same graph through
 #: AOTAutograd without generating code: quick to build, for tests).
 BACKEND = "inductor"
-#: Batch shapes compiled per run; batches of other shapes run eagerly.
-MAX_SHAPES = 2
-#: ``compile: auto`` compiles a batch shape whose steps take at least this much of
-#: ``max_time`` (s) or, without one, at least :data:`AUTO_MIN_STEPS` steps: compiling one
-#: shape costs one to two minutes on one CPU thread.
+#: Graphs traced and compiled per run; batches that fit none of them run eagerly.
+MAX_GRAPHS = 2
+#: ``compile: auto`` compiles where ``max_time`` is at least this (s) or, without one, where a
+#: run has at least :data:`AUTO_MIN_STEPS` steps: compiling costs one to two minutes on one
+#: CPU thread.
 AUTO_MIN_SECONDS = 240.0
 AUTO_MIN_STEPS = 5000
 
 
-class BatchShape(NamedTuple):
-    """What a compiled graph fixes of a batch besides its structure count."""
-
-    atoms: int
-    species_counts: tuple[int, ...]  # atoms of each of the model's species, in its order
-
-
 class StepKey(NamedTuple):
-    """What one traced graph fixes of a training step."""
+    """What one traced graph fixes of a training step besides the relations of its sizes."""
 
-    atoms: int
     structures: int
-    species_counts: tuple[int, ...]
     stress: bool
     dtype: torch.dtype
     device: torch.device
@@ -117,21 +112,31 @@ class _EnergiesOfEdges(nn.Module):
 
     def forward(self, vectors: torch.Tensor, *fields: torch.Tensor) -> torch.Tensor:
         graph = AtomicGraph(**dict(zip(GRAPH_FIELDS, fields, strict=True)))
-        energies = self.model.atomic_energy_function(chunked=False)
+        energies = self.model.atomic_energy_function(chunked=False, static_shapes=True)
         assert energies is not None  # checked by untraceable_reason
         return energies(graph, vectors)
 
 
+@dataclass
+class _TracedStep:
+    """A compiled graph and what it was traced for."""
+
+    run: Callable[..., tuple[torch.Tensor, torch.Tensor]]
+    shape_env: ShapeEnv
+    inputs: list[torch.Tensor]  # the trace's (fake) inputs, for checking its guards
+    guards: str  # the guards' code (empty: none)
+
+    def fits(self, args: Sequence[torch.Tensor]) -> bool:
+        """Whether the inputs ``args`` satisfy every size relation the trace relied on."""
+        return not self.guards or self.shape_env.evaluate_guards_expression(self.guards, args)
+
+
 class CompiledTrainingForward:
     """``model(graph, compute_forces, compute_stress, training=True)`` for training steps,
-    through a compiled graph per batch shape (up to :data:`MAX_SHAPES`; others run eagerly).
+    through compiled graphs with symbolic numbers of atoms and edges (see the module).
 
     Args:
         model: a model for which :func:`untraceable_reason` is ``None``.
-        edge_capacity: edges a traced batch is padded to; batches with more run eagerly. One
-            number: the first :data:`MAX_SHAPES` batch shapes met are compiled, all padded to
-            it. A mapping (:func:`batch_shapes`): only its batch shapes are compiled, each
-            padded to its own capacity.
         batch_size: structures of the batches that are compiled (``None``: any); the shorter
             last batch of an epoch runs eagerly rather than costing a compilation.
 
@@ -140,28 +145,18 @@ class CompiledTrainingForward:
     eagerly.
     """
 
-    def __init__(
-        self,
-        model: AtomisticModel,
-        edge_capacity: int | Mapping[BatchShape, int],
-        batch_size: int | None = None,
-    ) -> None:
+    def __init__(self, model: AtomisticModel, batch_size: int | None = None) -> None:
         reason = untraceable_reason(model)
         if reason is not None:
             raise ValueError(
                 f"cannot compile training steps of this {model.architecture}: {reason}"
             )
         self.model = model
-        self.edge_capacity: int | dict[BatchShape, int] = (
-            int(edge_capacity)
-            if isinstance(edge_capacity, int)
-            else {shape: int(edges) for shape, edges in edge_capacity.items()}
-        )
         self.batch_size = batch_size
         self.energies = _EnergiesOfEdges(model)
         self.names = [name for name, _ in self.energies.named_parameters()]
         self.parameters = [p for _, p in self.energies.named_parameters()]
-        self.graphs: dict[StepKey, Callable[..., tuple[torch.Tensor, torch.Tensor]]] = {}
+        self.graphs: dict[StepKey, list[_TracedStep]] = {}
         self.failed = False
 
     def _energy_and_gradient(
@@ -176,47 +171,73 @@ class CompiledTrainingForward:
         return energies, gradient
 
     def shape_key(self, graph: AtomicGraph, compute_stress: bool) -> StepKey:
-        """What a traced graph fixes: atoms, structures, atoms per species, stress, dtype."""
-        shape = structure_shape(graph, len(self.model.elements))
-        return StepKey(
-            shape.atoms,
-            graph.num_graphs,
-            shape.species_counts,
-            compute_stress,
-            graph.positions.dtype,
-            graph.positions.device,
-        )
+        """What a traced graph fixes besides its guards."""
+        positions = graph.positions
+        return StepKey(graph.num_graphs, compute_stress, positions.dtype, positions.device)
+
+    @property
+    def num_graphs(self) -> int:
+        """Graphs traced so far."""
+        return sum(len(steps) for steps in self.graphs.values())
 
     def runs_compiled(self, graph: AtomicGraph, compute_stress: bool) -> bool:
-        """Whether a step on ``graph`` takes a compiled graph (compiling it if it is new)."""
-        return self._compiled_key(graph, compute_stress) is not None
+        """Whether a step on ``graph`` takes a compiled graph (compiling one if it needs to)."""
+        vectors = edge_vectors(
+            graph.positions, graph.cell, graph.shifts, graph.edge_index, graph.batch
+        )
+        inputs = self._inputs(graph, vectors)
+        return self._fitting(graph, inputs, compute_stress) is not None or self._traceable(
+            graph, inputs
+        )
 
-    def capacity(self, key: StepKey) -> int | None:
-        """Edges a batch of :meth:`shape_key` ``key`` is padded to (``None``: not compiled)."""
-        if isinstance(self.edge_capacity, int):
-            return self.edge_capacity
-        return self.edge_capacity.get(BatchShape(key.atoms, key.species_counts))
+    def _inputs(self, graph: AtomicGraph, vectors: torch.Tensor) -> list[torch.Tensor]:
+        return [*self.parameters, vectors, *(getattr(graph, name) for name in GRAPH_FIELDS)]
 
-    def _compiled_key(self, graph: AtomicGraph, compute_stress: bool) -> tuple[StepKey, int] | None:
-        """The :meth:`shape_key` and edge capacity of a step that takes a compiled graph, else
-        ``None``."""
-        if self.failed:
+    def _fitting(
+        self, graph: AtomicGraph, inputs: Sequence[torch.Tensor], compute_stress: bool
+    ) -> _TracedStep | None:
+        """A traced graph that a step on ``graph`` with ``inputs`` fits, if any."""
+        if self.failed or (self.batch_size is not None and graph.num_graphs != self.batch_size):
             return None
-        if self.batch_size is not None and graph.num_graphs != self.batch_size:
-            return None
-        key = self.shape_key(graph, compute_stress)
-        capacity = self.capacity(key)
-        if capacity is None or graph.num_edges > capacity:
-            return None
-        if key not in self.graphs and len(self.graphs) >= MAX_SHAPES:
-            return None
-        return key, capacity
+        for step in self.graphs.get(self.shape_key(graph, compute_stress), []):
+            if step.fits(inputs):
+                return step
+        return None
 
-    def _compile(self, args: Sequence[Any]) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
+    def _traceable(self, graph: AtomicGraph, inputs: Sequence[torch.Tensor]) -> bool:
+        """Whether a new graph may be traced on ``graph``: fewer than :data:`MAX_GRAPHS` so
+        far, and at least 2 atoms and 2 edges (a graph traced on 0 or 1 would serve that count
+        only)."""
+        return (
+            not self.failed
+            and (self.batch_size is None or graph.num_graphs == self.batch_size)
+            and self.num_graphs < MAX_GRAPHS
+            and min(graph.num_atoms, graph.num_edges) >= 2
+        )
+
+    def _trace(self, inputs: Sequence[torch.Tensor]) -> _TracedStep:
+        """Trace and compile a graph for ``inputs`` (:meth:`_inputs`), with the atom and edge
+        counts symbolic and every other size fixed."""
+        shape_env = ShapeEnv(duck_shape=False)  # equal sizes are not assumed to stay equal
+        mode = FakeTensorMode(shape_env=shape_env, allow_non_fake_inputs=True)
+        varying = [None] * (len(self.parameters) + 1) + list(GRAPH_FIELDS.values())
+        varying[len(self.parameters)] = 0  # the edge vectors
+        fakes = []
+        for tensor, dim in zip(inputs, varying, strict=True):
+            sizes = [
+                DimDynamic.DYNAMIC if d == dim else DimDynamic.STATIC for d in range(tensor.dim())
+            ]
+            context = StatelessSymbolicContext(dynamic_sizes=sizes)
+            fakes.append(mode.from_tensor(tensor.detach(), symbolic_context=context))
+        count = len(self.parameters)
         with torch.enable_grad():
-            traced = make_fx(self._energy_and_gradient)(*args)
+            traced = make_fx(self._energy_and_gradient, tracing_mode="symbolic")(
+                fakes[:count], *fakes[count:]
+            )
         _remove_detaches(traced)
-        return torch.compile(traced, backend=BACKEND, dynamic=False)
+        guards = shape_env.produce_guards_expression(fakes, ignore_static=False) or ""
+        compiled = torch.compile(traced, backend=BACKEND, dynamic=True)
+        return _TracedStep(compiled, shape_env, fakes, guards)
 
     def __call__(
         self,
@@ -225,26 +246,26 @@ class CompiledTrainingForward:
         compute_stress: bool = False,
         training: bool = True,
     ) -> dict[str, torch.Tensor]:
-        compiled = (
-            self._compiled_key(graph, compute_stress) if training and compute_forces else None
-        )
-        if compiled is None:
+        if not (training and compute_forces) or self.failed:
             return self.model(graph, compute_forces, compute_stress, training)
-        key, capacity = compiled
         vectors = edge_vectors(
             graph.positions, graph.cell, graph.shifts, graph.edge_index, graph.batch
         )
-        padded, padded_vectors = padded_edges(graph, vectors, capacity, self.model.cutoff)
-        fields = [getattr(padded, name) for name in GRAPH_FIELDS]
         try:
             with warnings.catch_warnings():
                 warnings.filterwarnings(
                     "ignore", ".*autograd.function.Function.* should not be instantiated"
                 )
-                if key not in self.graphs:
-                    detached = [p.detach() for p in self.parameters]
-                    self.graphs[key] = self._compile([detached, padded_vectors.detach(), *fields])
-                energies, gradient = self.graphs[key](self.parameters, padded_vectors, *fields)
+                inputs = self._inputs(graph, vectors)
+                step = self._fitting(graph, inputs, compute_stress)
+                if step is None:
+                    if not self._traceable(graph, inputs):
+                        return self.model(graph, compute_forces, compute_stress, training)
+                    step = self._trace(inputs)
+                    key = self.shape_key(graph, compute_stress)
+                    self.graphs.setdefault(key, []).append(step)
+                fields = [getattr(graph, name) for name in GRAPH_FIELDS]
+                energies, gradient = step.run(self.parameters, vectors, *fields)
         except Exception as error:  # any failure to trace or compile falls back to eager
             warnings.warn(
                 f"compiling the training step failed ({type(error).__name__}: {error}); "
@@ -254,43 +275,7 @@ class CompiledTrainingForward:
             )
             self.failed = True
             return self.model(graph, compute_forces, compute_stress, training)
-        return outputs_from_edge_gradients(
-            energies, gradient[: graph.num_edges], vectors, graph, compute_stress
-        )
-
-
-def edge_capacity(dataset: GraphDataset, batch_size: int) -> int:
-    """The most edges a batch of ``batch_size`` structures of ``dataset`` can have."""
-    counts = sorted((graph.num_edges for graph in dataset.graphs), reverse=True)
-    return max(1, sum(counts[:batch_size]))
-
-
-def structure_shape(graph: AtomicGraph, num_species: int) -> BatchShape:
-    """The :class:`BatchShape` of a graph, all its structures together (``num_species``: the
-    model's)."""
-    counts = torch.bincount(graph.species, minlength=num_species)
-    return BatchShape(graph.num_atoms, tuple(counts.tolist()))
-
-
-def batch_shapes(
-    dataset: GraphDataset, batch_size: int, num_species: int
-) -> dict[BatchShape, tuple[float, int]]:
-    """The shapes of ``dataset``'s full batches of ``batch_size`` structures (atoms per each of
-    the model's ``num_species`` species, in its order): for each, the
-    fraction of the full batches it has and the most edges such a batch can have; the most
-    frequent first. Empty where batches have no fixed shapes (several structures per batch,
-    structures of several sizes or compositions)."""
-    shapes: dict[BatchShape, list[int]] = {}
-    for graph in dataset.graphs:
-        shapes.setdefault(structure_shape(graph, num_species), []).append(graph.num_edges)
-    if batch_size > 1:
-        if len(shapes) > 1:
-            return {}
-        ((atoms, counts),) = shapes
-        shape = BatchShape(atoms * batch_size, tuple(count * batch_size for count in counts))
-        return {shape: (1.0, edge_capacity(dataset, batch_size))}
-    by_frequency = sorted(shapes.items(), key=lambda item: -len(item[1]))
-    return {shape: (len(edges) / len(dataset), max(edges)) for shape, edges in by_frequency}
+        return outputs_from_edge_gradients(energies, gradient, vectors, graph, compute_stress)
 
 
 def training_forward(
@@ -303,9 +288,8 @@ def training_forward(
     saying why.
 
     ``compile: true`` asks for it (an error where it cannot be had); ``"auto"`` compiles only
-    where it pays: a traceable model, one process, and batch shapes (:func:`batch_shapes`) of
-    which each compiled one takes at least :data:`AUTO_MIN_SECONDS` of ``max_time`` (its share
-    of the steps) or, without ``max_time``, at least :data:`AUTO_MIN_STEPS` steps.
+    where it pays: a traceable model, one process, and ``max_time`` of at least
+    :data:`AUTO_MIN_SECONDS` or, without ``max_time``, at least :data:`AUTO_MIN_STEPS` steps.
     """
     setting = config.compile
     if setting is False:
@@ -318,33 +302,17 @@ def training_forward(
             raise ValueError(f"compile: true cannot be had: {reason}")
         return None, f"training steps run eagerly: {reason}"
     batch_size = int(config.batch_size or 1)
-    shapes = list(batch_shapes(dataset, batch_size, len(model.elements)).items())[:MAX_SHAPES]
     if setting == "auto":
-        if not shapes:
-            return None, (
-                f"training steps run eagerly: the structures differ in size, so batches of "
-                f"{batch_size} have no fixed shape"
-            )
         budget = config.max_time_seconds()
         steps = int(config.epochs or 0) * -(-len(dataset) // batch_size)
         if config.max_steps is not None:
             steps = min(steps, config.max_steps)
-        if budget is not None:
-            shapes = [item for item in shapes if item[1][0] * budget >= AUTO_MIN_SECONDS]
-            why = f"max_time under {AUTO_MIN_SECONDS:.0f} s for each batch shape"
-        else:
-            shapes = [item for item in shapes if item[1][0] * steps >= AUTO_MIN_STEPS]
-            why = f"fewer than {AUTO_MIN_STEPS} steps of each batch shape"
-        if not shapes:
-            return None, f"training steps run eagerly: {why}"
-    if not shapes:  # compile: true without fixed shapes: the first ones met
-        forward = CompiledTrainingForward(model, edge_capacity(dataset, batch_size), batch_size)
-        return forward, "training steps compiled (the first step of each batch shape compiles)"
-    capacities = {shape: edges for shape, (_, edges) in shapes}
-    share = sum(fraction for _, (fraction, _) in shapes)
-    sizes = " and ".join(f"{atoms}" for atoms, _ in capacities)
-    forward = CompiledTrainingForward(model, capacities, batch_size)
+        if budget is not None and budget < AUTO_MIN_SECONDS:
+            return None, f"training steps run eagerly: max_time under {AUTO_MIN_SECONDS:.0f} s"
+        if budget is None and steps < AUTO_MIN_STEPS:
+            return None, f"training steps run eagerly: fewer than {AUTO_MIN_STEPS} steps"
+    forward = CompiledTrainingForward(model, batch_size)
     return forward, (
-        f"training steps compiled for batches of {sizes} atoms ({100 * share:.0f} % of the "
-        "full batches; the first step of each compiles)"
+        f"training steps compiled (batches of {batch_size}, every structure size; the first "
+        "step compiles)"
     )

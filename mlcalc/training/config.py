@@ -87,10 +87,9 @@ class TrainConfig:
             ``"float64"``.
         threads: torch intra-op threads per process (default: torch's).
         compile: compile the training steps (:mod:`mlcalc.training.compiled`): ``True``,
-            ``False`` or ``"auto"`` (the default: when full batches have fixed shapes (one
-            structure size, or one structure per batch), the model can be traced, one process
-            trains and the run is long enough to repay one to two minutes of compiling per
-            shape).
+            ``False`` or ``"auto"`` (the default: when the model can be traced, one process
+            trains and the run is long enough to repay one to two minutes of compiling; one
+            graph serves structures of every size).
         eval_batch_atoms: atoms per batch when scoring validation and test sets.
         output_dir: where ``best.safetensors``, ``training_state.pt``, ``config.yaml`` and
             ``metrics.csv`` go.
