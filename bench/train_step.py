@@ -27,7 +27,7 @@ import torch
 
 from mlcalc.training import TrainConfig
 from mlcalc.training.compiled import CompiledTrainingForward
-from mlcalc.training.data import GraphDataset
+from mlcalc.training.graphs import GraphDataset
 from mlcalc.training.loss import residuals
 from mlcalc.training.recipe import batch_size_for
 from mlcalc.training.setup import initial_model, load_datasets

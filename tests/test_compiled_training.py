@@ -23,7 +23,8 @@ from mlcalc.training.compiled import (
     training_forward,
     untraceable_reason,
 )
-from mlcalc.training.data import Batch, GraphDataset, LabeledStructure
+from mlcalc.training.data import LabeledStructure
+from mlcalc.training.graphs import Batch, GraphDataset
 from mlcalc.training.loss import residuals
 
 ELEMENTS = ["Al", "Cu"]

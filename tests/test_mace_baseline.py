@@ -166,7 +166,8 @@ def test_metrics_match_mlcalc_error_sums() -> None:
     from ase import Atoms
     from ase.build import bulk
 
-    from mlcalc.training.data import GraphDataset, LabeledStructure
+    from mlcalc.training.data import LabeledStructure
+    from mlcalc.training.graphs import GraphDataset
     from mlcalc.training.metrics import ErrorSums
 
     labels, energy, forces, stress = fake_set()

@@ -29,11 +29,11 @@ from mlcalc.training import LabelKeys, TrainConfig, read_structures, train
 from mlcalc.training.budget import Budget, validation_subset
 from mlcalc.training.config import parse_duration
 from mlcalc.training.data import (
-    GraphDataset,
     atomic_energies_from,
     fit_atomic_energies,
     labeled_structure,
 )
+from mlcalc.training.graphs import GraphDataset, graph_bytes
 from mlcalc.training.metrics import evaluate
 from mlcalc.training.schedule import LearningRateSchedule, scheduled_weight
 
@@ -135,6 +135,37 @@ def test_tiny_run_lowers_validation_loss_and_writes_outputs(data_dir, tmp_path, 
     assert {"energy_mae", "forces_rmse", "stress_mae"} <= test.keys()
     printed = capsys.readouterr().out
     assert "epoch    5" in printed and "test set:" in printed
+
+
+def test_graphs_beyond_graph_memory_are_built_per_batch(data_dir, tmp_path, capsys):
+    structures = read_structures(data_dir / "train.xyz")
+    every = GraphDataset(structures, 4.0, ["Al", "Cu"], torch.float64)
+    one = graph_bytes(every.graph(0))
+    some = GraphDataset(structures, 4.0, ["Al", "Cu"], torch.float64, 5 * one + one // 2)
+    none = GraphDataset(structures, 4.0, ["Al", "Cu"], torch.float64, 0)
+    assert (every.num_kept, none.num_kept, none.kept_bytes) == (24, 0, 0)
+    assert 4 <= some.num_kept <= 6 and 0 < some.kept_bytes <= 5 * one + one // 2
+    assert every.num_edges == none.num_edges
+    assert every.average_num_neighbors() == none.average_num_neighbors()
+    for indices in ([0, 1, 2], [4, 17, 23]):  # kept and rebuilt graphs batch alike
+        expected = every.batch(indices).graph
+        for dataset in (some, none):
+            graph = dataset.batch(indices).graph
+            for field in ("positions", "species", "edge_index", "shifts", "cell", "batch"):
+                assert torch.equal(getattr(graph, field), getattr(expected, field)), field
+    # a run that keeps no graph trains exactly as one that keeps all
+    runs = {}
+    for memory in (None, 0):
+        out = tmp_path / f"memory-{memory}"
+        train(config_for(data_dir, out, epochs=2, graph_memory=memory))
+        runs[memory] = (out / "metrics.csv").read_text()
+    losses = {m: [row.split(",")[3:5] for row in runs[m].splitlines()[1:]] for m in runs}
+    assert losses[0] == losses[None] and len(losses[0]) == 2  # train and validation losses
+    printed = capsys.readouterr().out
+    assert "graphs: all 24 kept in memory" in printed
+    assert "graphs: 0 of 24 kept in memory (0.00 GiB, graph_memory)" in printed
+    with pytest.raises(ValueError, match="graph_memory must be >= 0 GiB or null"):
+        TrainConfig.from_dict({"train_file": "x", "graph_memory": -1})
 
 
 def test_output_dir_with_a_run_is_not_overwritten(data_dir, tmp_path):

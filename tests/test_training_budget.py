@@ -4,6 +4,7 @@ validation runs on a fixed subset at a fixed interval, and the run ends on time.
 from __future__ import annotations
 
 import csv
+import time
 from pathlib import Path
 
 import pytest
@@ -57,3 +58,25 @@ def test_a_time_budget_shorter_than_an_epoch_is_kept(many_frames, tmp_path):
     rows = _rows(tmp_path / "run")
     assert int(rows[-1]["step"]) == result.steps
     assert float(rows[-1]["lr"]) < 0.1 * config.lr  # annealed within the budget
+
+
+def test_a_step_that_compiles_does_not_end_a_timed_run(many_frames, tmp_path, monkeypatch):
+    # the first step traces and compiles (seconds; a step takes milliseconds): were its time
+    # taken as a step's, the predicted final validation (100 structures) would overrun at once
+    from mlcalc.training import compiled
+
+    trace = compiled.CompiledTrainingForward._trace
+
+    def slow_trace(self, inputs):
+        time.sleep(2.0)  # a compiler's seconds, without running one
+        return trace(self, inputs)
+
+    monkeypatch.setattr(compiled.CompiledTrainingForward, "_trace", slow_trace)
+    monkeypatch.setattr(compiled.torch, "compile", lambda graph, **options: graph)
+    config = config_for(
+        many_frames, tmp_path / "run", batch_size=1, epochs=None, max_time=15, compile=True,
+        valid_interval=50, valid_subset=10, scheduler="cosine", lr_min=1e-4, test_file=None,
+    )  # fmt: skip
+    result = train(config)
+    assert result.stop_reason == "max_time 15 reached"
+    assert result.steps > 50 and result.train_time_s <= 16.0

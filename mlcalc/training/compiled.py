@@ -36,7 +36,7 @@ from mlcalc.graph import AtomicGraph
 from mlcalc.models import AtomisticModel
 from mlcalc.models.physics import edge_vectors, outputs_from_edge_gradients
 from mlcalc.training.config import TrainConfig
-from mlcalc.training.data import GraphDataset
+from mlcalc.training.graphs import GraphDataset
 
 #: The graph fields a traced graph takes as inputs (``charge`` and ``spin`` are not used by
 #: the models that can be traced), each with its dimension that counts atoms or edges (the

@@ -91,6 +91,9 @@ class TrainConfig:
             trains and the run is long enough to repay one to two minutes of compiling; one
             graph serves structures of every size).
         eval_batch_atoms: atoms per batch when scoring validation and test sets.
+        graph_memory: GiB of memory per process for the training and validation graphs
+            (neighbour lists) kept between steps (``None``: keep all); graphs beyond it are
+            built again whenever a batch takes them (:class:`mlcalc.training.graphs.GraphDataset`).
         output_dir: where ``best.safetensors``, ``training_state.pt``, ``config.yaml`` and
             ``metrics.csv`` go.
     """
@@ -142,6 +145,7 @@ class TrainConfig:
     threads: int | None = None
     compile: bool | str = "auto"
     eval_batch_atoms: int = 2048
+    graph_memory: float | None = 8.0
     output_dir: str = "training"
 
     def __post_init__(self) -> None:
@@ -187,6 +191,8 @@ class TrainConfig:
                 value = getattr(self, key)
                 if value is not None and value < 0:
                     raise ValueError(f"{key} must be >= 0, got {value}")
+        if self.graph_memory is not None and not self.graph_memory >= 0:
+            raise ValueError(f"graph_memory must be >= 0 GiB or null, got {self.graph_memory}")
         self.max_time_seconds()  # validates the format
 
     def label_keys(self) -> LabelKeys:
@@ -199,6 +205,10 @@ class TrainConfig:
             self.charge_key,
             self.spin_key,
         )
+
+    def graph_memory_bytes(self) -> int | None:
+        """``graph_memory`` in bytes (``None``: no limit)."""
+        return None if self.graph_memory is None else int(self.graph_memory * 2**30)
 
     def max_time_seconds(self) -> float | None:
         """``max_time`` in seconds (``None``: no budget)."""

@@ -1,4 +1,5 @@
-"""Labelled structures for training and evaluation: reading, checking, splitting, batching.
+"""Labelled structures for training and evaluation: reading, checking, splitting (their graphs
+and batches: :mod:`mlcalc.training.graphs`).
 
 Labels (any may be missing per structure; a missing label is masked out of losses and errors,
 never replaced by a number): total energy (eV), forces ``[n, 3]`` (eV/Å) and stress ``[3, 3]``
@@ -19,13 +20,11 @@ from os import PathLike
 from pathlib import Path
 
 import numpy as np
-import torch
 from ase import Atoms
 from ase.data import atomic_numbers, chemical_symbols
 from ase.stress import voigt_6_to_full_3x3_stress
 
 from mlcalc.electrons import CHARGE_KEY, SPIN_KEY, read_charge_state
-from mlcalc.graph import AtomicGraph, batch_graphs, build_graph
 
 
 @dataclass(frozen=True)
@@ -256,154 +255,3 @@ def force_rms(structures: Sequence[LabeledStructure]) -> float | None:
     if components == 0:
         return None
     return math.sqrt(float(sum(squares)) / components)
-
-
-@dataclass
-class Batch:
-    """A batch of labelled graphs; masks say which labels exist.
-
-    Attributes:
-        graph: the batched :class:`AtomicGraph`.
-        energy: ``[B]`` float64, eV; ``energy_mask [B]`` bool.
-        forces: ``[N, 3]``, eV/Å; ``forces_mask [N]`` bool.
-        stress: ``[B, 3, 3]``, eV/Å³; ``stress_mask [B]`` bool.
-        num_atoms: ``[B]`` atoms per structure.
-    """
-
-    graph: AtomicGraph
-    energy: torch.Tensor
-    energy_mask: torch.Tensor
-    forces: torch.Tensor
-    forces_mask: torch.Tensor
-    stress: torch.Tensor
-    stress_mask: torch.Tensor
-    num_atoms: torch.Tensor
-
-    def to(self, device: torch.device | str) -> Batch:
-        return Batch(
-            graph=self.graph.to(device=device),
-            **{
-                name: getattr(self, name).to(device)
-                for name in (
-                    "energy",
-                    "energy_mask",
-                    "forces",
-                    "forces_mask",
-                    "stress",
-                    "stress_mask",
-                    "num_atoms",
-                )
-            },
-        )
-
-
-class GraphDataset:
-    """Structures with their graphs built once (fixed cutoff, elements and dtype).
-
-    Args:
-        structures: the labelled frames.
-        cutoff: neighbour cutoff, Å.
-        elements: the model's elements; an atom of another element is a ``KeyError`` naming
-            the frame.
-        dtype: floating dtype of graphs and labels.
-    """
-
-    def __init__(
-        self,
-        structures: Sequence[LabeledStructure],
-        cutoff: float,
-        elements: Sequence[str],
-        dtype: torch.dtype,
-    ) -> None:
-        self.structures = list(structures)
-        self.dtype = dtype
-        numbers = [atomic_numbers[s] for s in elements]
-        self.graphs = []
-        for structure in self.structures:
-            try:
-                self.graphs.append(build_graph(structure.atoms, cutoff, numbers, dtype=dtype))
-            except (KeyError, ValueError) as error:
-                message = error.args[0] if error.args else str(error)
-                raise type(error)(f"{structure.source}: {message}") from error
-
-    def __len__(self) -> int:
-        return len(self.structures)
-
-    @property
-    def has_forces(self) -> bool:
-        return any(s.forces is not None for s in self.structures)
-
-    @property
-    def has_stress(self) -> bool:
-        return any(s.stress is not None for s in self.structures)
-
-    def average_num_neighbors(self) -> float:
-        edges = sum(g.num_edges for g in self.graphs)
-        atoms = sum(g.num_atoms for g in self.graphs)
-        return edges / atoms
-
-    def label_counts(self, indices: Sequence[int]) -> dict[str, int]:
-        """Labelled items among the structures at ``indices``: structures with an energy, force
-        components and stress components (as :func:`mlcalc.training.loss.label_counts`)."""
-        chosen = [self.structures[k] for k in indices]
-        return {
-            "energy": sum(s.energy is not None for s in chosen),
-            "forces": sum(3 * len(s) for s in chosen if s.forces is not None),
-            "stress": sum(9 for s in chosen if s.stress is not None),
-        }
-
-    def batch(self, indices: Sequence[int]) -> Batch:
-        """Collate the structures at ``indices`` into one :class:`Batch` (on the CPU)."""
-        chosen = [self.structures[k] for k in indices]
-        float_type = self.dtype
-        energy = torch.tensor(
-            [s.energy if s.energy is not None else 0.0 for s in chosen], dtype=torch.float64
-        )
-        forces = torch.cat(
-            [
-                torch.tensor(s.forces, dtype=float_type)
-                if s.forces is not None
-                else torch.zeros((len(s), 3), dtype=float_type)
-                for s in chosen
-            ]
-        )
-        stress = torch.stack(
-            [
-                torch.tensor(s.stress, dtype=float_type)
-                if s.stress is not None
-                else torch.zeros((3, 3), dtype=float_type)
-                for s in chosen
-            ]
-        )
-        sizes = torch.tensor([len(s) for s in chosen])
-        return Batch(
-            graph=batch_graphs([self.graphs[k] for k in indices]),
-            energy=energy,
-            energy_mask=torch.tensor([s.energy is not None for s in chosen]),
-            forces=forces,
-            forces_mask=torch.repeat_interleave(
-                torch.tensor([s.forces is not None for s in chosen]), sizes
-            ),
-            stress=stress,
-            stress_mask=torch.tensor([s.stress is not None for s in chosen]),
-            num_atoms=sizes,
-        )
-
-    def batches_by_atoms(
-        self, max_atoms: int, indices: Sequence[int] | None = None
-    ) -> list[list[int]]:
-        """Consecutive groups of ``indices`` (default all) of at most ``max_atoms`` atoms each
-        (a larger structure gets a group of its own)."""
-        groups: list[list[int]] = []
-        current: list[int] = []
-        count = 0
-        for k in range(len(self)) if indices is None else indices:
-            size = len(self.structures[k])
-            if current and count + size > max_atoms:
-                groups.append(current)
-                current, count = [], 0
-            current.append(k)
-            count += size
-        if current:
-            groups.append(current)
-        return groups

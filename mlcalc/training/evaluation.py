@@ -7,7 +7,8 @@ from os import PathLike
 import numpy as np
 from matplotlib.figure import Figure
 
-from mlcalc.training.data import GraphDataset, LabelKeys, read_structures
+from mlcalc.training.data import LabelKeys, read_structures
+from mlcalc.training.graphs import GraphDataset
 from mlcalc.training.metrics import ErrorSums, evaluate
 
 _AXES = {
@@ -50,8 +51,8 @@ def evaluate_file(
     structures = read_structures(data, keys)
     model_dtype = next(model.parameters()).dtype
     dataset = GraphDataset(structures, model.cutoff, model.elements, model_dtype)
-    for graph in dataset.graphs:
-        warn_if_charge_ignored(model, graph)
+    for index in range(len(dataset)):
+        warn_if_charge_ignored(model, dataset.graph(index))
     sums = ErrorSums(keep_values=keep_values)
     sums = evaluate(model, dataset, resolved, batch_atoms, sums=sums, progress=progress)
     return sums.errors(), sums

@@ -12,7 +12,7 @@ from typing import Literal
 
 import torch
 
-from mlcalc.training.data import Batch
+from mlcalc.training.graphs import Batch
 
 LossKind = Literal["l1", "mse", "huber"]
 LOSS_KINDS: tuple[str, ...] = ("l1", "mse", "huber")

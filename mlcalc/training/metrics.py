@@ -19,7 +19,7 @@ import torch
 from mlcalc.atomic import write_text_atomic
 from mlcalc.models import AtomisticModel
 from mlcalc.progress import progress_bar
-from mlcalc.training.data import Batch, GraphDataset
+from mlcalc.training.graphs import Batch, GraphDataset
 from mlcalc.training.loss import LABELS, LossKind, label_counts, penalty, residuals
 
 #: eV -> meV.

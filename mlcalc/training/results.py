@@ -14,7 +14,7 @@ from mlcalc.atomic import write_text_atomic
 from mlcalc.models import DTYPES, load_checkpoint
 from mlcalc.training.budget import Budget
 from mlcalc.training.config import TrainConfig
-from mlcalc.training.data import GraphDataset
+from mlcalc.training.graphs import GraphDataset
 from mlcalc.training.metrics import evaluate, format_errors
 from mlcalc.training.setup import Datasets
 from mlcalc.training.state import Progress

@@ -10,7 +10,6 @@ import torch
 from mlcalc.models import ARCHITECTURES, AtomisticModel
 from mlcalc.training.config import TrainConfig
 from mlcalc.training.data import (
-    GraphDataset,
     LabeledStructure,
     atomic_energies_from,
     elements_of,
@@ -18,6 +17,7 @@ from mlcalc.training.data import (
     read_structures,
     split,
 )
+from mlcalc.training.graphs import GraphDataset
 from mlcalc.training.recipe import model_fields
 
 
@@ -75,7 +75,7 @@ def initial_model(config: TrainConfig, data: Datasets) -> AtomisticModel:
         fields.setdefault("elements", data_elements)
         if fields.get("avg_num_neighbors") == "auto":
             cutoff = fields.get("cutoff", model_class.config_class.cutoff)
-            probe = GraphDataset(data.train, cutoff, fields["elements"], torch.float64)
+            probe = GraphDataset(data.train, cutoff, fields["elements"], torch.float64, 0)
             fields["avg_num_neighbors"] = probe.average_num_neighbors()
         preset = fields.pop("preset", None)
         if preset is not None:

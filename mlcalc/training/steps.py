@@ -11,8 +11,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from mlcalc.training.compiled import CompiledTrainingForward
 from mlcalc.training.config import TrainConfig
-from mlcalc.training.data import GraphDataset
+from mlcalc.training.graphs import GraphDataset
 from mlcalc.training.loss import penalty, residuals
 from mlcalc.training.schedule import ExponentialMovingAverage
 
@@ -97,9 +98,19 @@ class OptimiserSteps:
     def mean_loss(self) -> float:
         return self.loss_sum / max(1, self.taken)
 
-    def take(self, indices: list[int], weights: dict[str, float], where: str) -> None:
+    def take(self, indices: list[int], weights: dict[str, float], where: str) -> bool:
         """One step on the structures ``indices`` (the global batch; this process takes its
-        share) with loss ``weights`` per label; ``where`` names the step in errors."""
+        share) with loss ``weights`` per label; ``where`` names the step in errors. Returns
+        whether the step compiled a graph (its time says nothing of the next steps')."""
+        traced = self._graphs_traced()
+        self._step(indices, weights, where)
+        return self._graphs_traced() > traced
+
+    def _graphs_traced(self) -> int:
+        forward = self.forward
+        return forward.num_graphs if isinstance(forward, CompiledTrainingForward) else 0
+
+    def _step(self, indices: list[int], weights: dict[str, float], where: str) -> None:
         dataset, processes, config = self.dataset, self.processes, self.config
         global_counts = dataset.label_counts(indices)
         local = dataset.batch(indices[processes.rank :: processes.world_size]).to(self.device)

@@ -41,7 +41,7 @@ from mlcalc.progress import progress_bar
 from mlcalc.training.budget import MAX_VALID_INTERVAL, Budget, validation_subset
 from mlcalc.training.compiled import training_forward
 from mlcalc.training.config import TrainConfig
-from mlcalc.training.data import GraphDataset
+from mlcalc.training.graphs import GraphDataset, graphs_summary
 from mlcalc.training.loss import LABELS
 from mlcalc.training.metrics import (
     ERROR_UNITS,
@@ -133,13 +133,16 @@ class Trainer:
             write_text_atomic(self.output_dir / "config.yaml", resolved.to_yaml())
 
         elements = model.elements
-        train_set = GraphDataset(data.train, model.cutoff, elements, dtype)
-        valid_set = GraphDataset(data.valid, model.cutoff, elements, dtype)
+        memory = config.graph_memory_bytes()
+        train_set = GraphDataset(data.train, model.cutoff, elements, dtype, memory)
+        left = None if memory is None else memory - train_set.kept_bytes
+        valid_set = GraphDataset(data.valid, model.cutoff, elements, dtype, left)
         self._say(
             f"{model.architecture}: {model.num_parameters():,} parameters, "
             f"{len(train_set)} training / {len(valid_set)} validation structures, "
             f"{self.processes.world_size} process(es) on {device}"
         )
+        self._say(graphs_summary(train_set, valid_set))
         average = copy.deepcopy(model).eval()
         parts = Components(
             model,
@@ -242,8 +245,8 @@ class Trainer:
                 group["lr"] = lr
             weights = self._loss_weights(parts.schedule.progress(position, fraction))
             started = time.perf_counter()
-            stepper.take(batches[k], weights, f"epoch {epoch}, step {k}")
-            clock.record_step(time.perf_counter() - started)
+            if not stepper.take(batches[k], weights, f"epoch {epoch}, step {k}"):
+                clock.record_step(time.perf_counter() - started)  # compiling predicts nothing
             progress.step += 1
             bar.set_postfix_str(f"loss {stepper.mean_loss:.4e}", refresh=False)
             bar.update()
