@@ -20,6 +20,7 @@ from ase.build import bulk, molecule
 from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import read, write
+from ase.stress import voigt_6_to_full_3x3_stress
 from safetensors.torch import load_file
 
 from mlcalc import NEMPCalculator
@@ -414,6 +415,33 @@ def test_bad_files_are_refused_naming_file_and_frame(tmp_path):
     write(molecule_file, [water])
     with pytest.raises(ValueError, match=r"frame 0: stress .* not periodic"):
         read_structures(molecule_file)
+
+
+@pytest.mark.parametrize("suffix", [".db", ".json"])
+def test_reads_labels_from_an_ase_database(tmp_path, suffix):
+    from ase.db import connect
+
+    frames = emt_frames(3)  # EMT results attached as the calculator's
+    path = tmp_path / f"data{suffix}"
+    with connect(path) as database:
+        for k, atoms in enumerate(frames):
+            forces, stress = atoms.get_forces(), atoms.get_stress()
+            # the same labels twice: as stored results, and under names of the user's own
+            database.write(atoms, dft_energy=atoms.get_potential_energy() + k,
+                           data={"dft_forces": 2 * forces, "dft_stress": 3 * stress})  # fmt: skip
+    stored = read_structures(path)
+    own = read_structures(path, LabelKeys("dft_energy", "dft_forces", "dft_stress"))
+    for k, (atoms, a, b) in enumerate(zip(frames, stored, own, strict=True)):
+        energy, forces = atoms.get_potential_energy(), atoms.get_forces()
+        stress = voigt_6_to_full_3x3_stress(atoms.get_stress())
+        assert (a.energy, b.energy) == (energy, energy + k)
+        np.testing.assert_array_equal(a.forces, forces)
+        np.testing.assert_array_equal(b.forces, 2 * forces)
+        np.testing.assert_array_equal(a.stress, stress)
+        np.testing.assert_allclose(b.stress, 3 * stress, rtol=1e-15)
+        np.testing.assert_array_equal(a.atoms.positions, atoms.positions)
+        np.testing.assert_array_equal(b.atoms.numbers, atoms.numbers)
+    assert stored[1].source == f"{path}, frame 1"
 
 
 def test_unknown_element_names_the_frame(tmp_path, model_factory):

@@ -14,7 +14,7 @@ from ``atoms.info`` at :class:`LabelKeys` ``charge`` and ``spin`` (defaults and 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
@@ -128,8 +128,36 @@ def labeled_structure(atoms: Atoms, keys: LabelKeys, source: str) -> LabeledStru
     return LabeledStructure(clean, energy, forces, stress, source)
 
 
+def _database_frames(path: Path) -> Iterator[Atoms]:
+    """The rows of an ASE database as ``Atoms``, labels where :func:`labeled_structure` looks:
+    the stored calculator results, the key-value pairs in ``info``, and the ``data`` entries
+    in ``arrays`` (one row per atom) or ``info`` (anything else)."""
+    from ase.db import connect
+
+    with connect(path) as database:
+        for row in database.select():
+            atoms = row.toatoms()
+            atoms.info.update(row.key_value_pairs)
+            for key, value in row.data.items():
+                value = np.asarray(value)
+                per_atom = value.ndim >= 1 and value.shape[0] == len(atoms) and value.ndim > 1
+                (atoms.arrays if per_atom else atoms.info)[key] = value
+            yield atoms
+
+
+def _is_database(path: Path) -> bool:
+    """Whether ``path`` is an ASE database (SQLite ``.db`` or its JSON form)."""
+    from ase.io.formats import filetype
+
+    try:
+        return filetype(str(path)) in ("db", "json")
+    except Exception:  # not a format ASE knows: iread says why
+        return False
+
+
 def read_structures(path: str | PathLike, keys: LabelKeys = LabelKeys()) -> list[LabeledStructure]:
-    """All frames of an ASE-readable file with their labels.
+    """All frames of an ASE-readable file with their labels (an ASE database: its rows, see
+    :func:`_database_frames`).
 
     Raises:
         FileNotFoundError: no such file.
@@ -143,7 +171,8 @@ def read_structures(path: str | PathLike, keys: LabelKeys = LabelKeys()) -> list
         raise FileNotFoundError(f"data file not found: {path}")
     structures: list[LabeledStructure] = []
     try:
-        for frame, atoms in enumerate(iread(path, index=":")):
+        frames = _database_frames(path) if _is_database(path) else iread(path, index=":")
+        for frame, atoms in enumerate(frames):
             structures.append(labeled_structure(atoms, keys, f"{path}, frame {frame}"))
     except ValueError as error:
         if str(error).startswith(str(path)):
