@@ -195,9 +195,9 @@ def test_compile_auto_compiles_only_where_it_pays(model_factory, tmp_path):
     model = tiny_model("nemp", model_factory)
     dataset = GraphDataset(mixed_frames(), model.cutoff, model.elements, torch.float64)
 
-    def decide(distributed=False, test_model=model, **keys):
+    def decide(test_model=model, **keys):
         values = {"train_file": "train.xyz", "batch_size": 2, "output_dir": str(tmp_path), **keys}
-        return training_forward(test_model, dataset, TrainConfig.from_dict(values), distributed)
+        return training_forward(test_model, dataset, TrainConfig.from_dict(values))
 
     # structures of several sizes: one graph for all of them
     forward, line = decide(max_time="5m")
@@ -211,7 +211,6 @@ def test_compile_auto_compiles_only_where_it_pays(model_factory, tmp_path):
     assert "fewer than 5000 steps" in decide(epochs=100)[1]  # 3 steps an epoch
     assert isinstance(decide(epochs=2000)[0], CompiledTrainingForward)  # 6,000 steps
     assert isinstance(decide(epochs=100, compile=True)[0], CompiledTrainingForward)
-    assert "data-parallel" in decide(max_time="1h", distributed=True)[1]
     # a model with a long-range term reads the structures directly: not traceable
     coulomb = model_factory(elements=ELEMENTS, long_range="coulomb")
     assert untraceable_reason(coulomb) is not None

@@ -245,6 +245,40 @@ def test_two_process_ddp_equals_one_process(data_dir, tmp_path):
                         tmp_path / "two" / "best.safetensors", atol=1e-10)  # fmt: skip
 
 
+def test_two_process_compiled_steps_equal_one_eager_process(data_dir, tmp_path):
+    single = config_for(data_dir, tmp_path / "one", epochs=2, test_file=None, compile=False)
+    train(single)
+    double = config_for(data_dir, tmp_path / "two", epochs=2, test_file=None, compile=True)
+    path = write_config(tmp_path / "two.yaml", double)
+    # each process traces the same graph; AOTAutograd without code generation is quicker to
+    # build than inductor (whose code is tested in test_compiled_training.py)
+    script = tmp_path / "train_aot_eager.py"
+    script.write_text(
+        "import sys\n"
+        "from mlcalc.training import compiled\n"
+        "compiled.BACKEND = 'aot_eager'\n"
+        "trace = compiled.CompiledTrainingForward._trace\n"
+        "def traced(self, inputs):\n"
+        "    print('traced a graph of', self.batch_size, 'structures', flush=True)\n"
+        "    return trace(self, inputs)\n"
+        "compiled.CompiledTrainingForward._trace = traced\n"
+        "from mlcalc.cli import main\n"
+        "sys.exit(main(['train', sys.argv[1]]))\n"
+    )
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        str(script), str(path),
+    ]  # fmt: skip
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=environment)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "2 process(es)" in done.stdout and "training steps compiled" in done.stdout
+    # both processes compiled their share (2 of each batch of 4), and only that
+    assert done.stdout.count("traced a graph of 2 structures") == 2, done.stdout
+    assert_same_weights(tmp_path / "one" / "final.safetensors",
+                        tmp_path / "two" / "final.safetensors", atol=1e-9)  # fmt: skip
+
+
 def test_mlanet_conservative_trains_with_stress(data_dir, tmp_path):
     config = config_for(
         data_dir, tmp_path / "mlanet", architecture="mlanet", epochs=2, test_file=None,

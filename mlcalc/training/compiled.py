@@ -282,21 +282,22 @@ def training_forward(
     model: AtomisticModel,
     dataset: GraphDataset,
     config: TrainConfig,
-    distributed: bool,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> tuple[CompiledTrainingForward | None, str]:
     """The compiled forward pass of ``config``'s training steps (``None``: eager) and a line
     saying why.
 
     ``compile: true`` asks for it (an error where it cannot be had); ``"auto"`` compiles only
-    where it pays: a traceable model, one process, and ``max_time`` of at least
+    where it pays: a traceable model, and ``max_time`` of at least
     :data:`AUTO_MIN_SECONDS` or, without ``max_time``, at least :data:`AUTO_MIN_STEPS` steps.
+    In a data-parallel run (process ``rank`` of ``world_size``), this process's share of each
+    full batch is compiled.
     """
     setting = config.compile
     if setting is False:
         return None, "training steps run eagerly (compile: false)"
     reason = untraceable_reason(model)
-    if reason is None and distributed:
-        reason = "data-parallel training is not compiled"
     if reason is not None:
         if setting is True:
             raise ValueError(f"compile: true cannot be had: {reason}")
@@ -311,7 +312,9 @@ def training_forward(
             return None, f"training steps run eagerly: max_time under {AUTO_MIN_SECONDS:.0f} s"
         if budget is None and steps < AUTO_MIN_STEPS:
             return None, f"training steps run eagerly: fewer than {AUTO_MIN_STEPS} steps"
-    forward = CompiledTrainingForward(model, batch_size)
+    # this process's share of a full batch: structures rank, rank + world, ... of it
+    share = len(range(rank, batch_size, world_size))
+    forward = CompiledTrainingForward(model, share)
     return forward, (
         f"training steps compiled (batches of {batch_size}, every structure size; the first "
         "step compiles)"

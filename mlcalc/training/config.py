@@ -87,9 +87,9 @@ class TrainConfig:
             ``"float64"``.
         threads: torch intra-op threads per process (default: torch's).
         compile: compile the training steps (:mod:`mlcalc.training.compiled`): ``True``,
-            ``False`` or ``"auto"`` (the default: when the model can be traced, one process
-            trains and the run is long enough to repay one to two minutes of compiling; one
-            graph serves structures of every size).
+            ``False`` or ``"auto"`` (the default: when the model can be traced and the run is
+            long enough to repay one to two minutes of compiling; one graph serves structures
+            of every size).
         eval_batch_atoms: atoms per batch when scoring validation and test sets.
         graph_memory: GiB of memory per process for the training and validation graphs
             (neighbour lists) kept between steps (``None``: keep all); graphs beyond it are

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
@@ -55,6 +55,19 @@ def global_batches(
     batches = [order[k : k + config.batch_size] for k in range(0, size, config.batch_size)]
     # every process needs at least one structure of each batch
     return [b for b in batches if len(b) >= processes.world_size]
+
+
+def sum_gradients(parameters: Iterable[nn.Parameter]) -> None:
+    """Replace each trainable parameter's gradient by its sum over the data-parallel processes
+    (a missing gradient counts as zero), in one all-reduce."""
+    trainable = [p for p in parameters if p.requires_grad]
+    flat = torch.cat(
+        [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in trainable]
+    )
+    dist.all_reduce(flat)
+    pieces = flat.split([p.numel() for p in trainable])
+    for parameter, gradient in zip(trainable, pieces, strict=True):
+        parameter.grad = gradient.view_as(parameter)
 
 
 class OptimiserSteps:
@@ -126,8 +139,9 @@ class OptimiserSteps:
                 term = penalty(residual, config.loss, config.huber_delta).sum()
                 loss = loss + weights[label] * term / global_counts[label]
         self.optimizer.zero_grad(set_to_none=True)
-        # DDP averages gradients over processes; each process holds a part of the sum
-        (loss * processes.world_size).backward()
+        loss.backward()  # each process holds a part of the global batch's loss
+        if processes.distributed:
+            sum_gradients(self.model.parameters())
         # the same on every process: gradients are already averaged
         norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.max_norm, foreach=True)
         value = loss.detach()

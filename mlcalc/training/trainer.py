@@ -1,4 +1,4 @@
-"""The training loop behind ``mlcalc train``: single process or torch DistributedDataParallel.
+"""The training loop behind ``mlcalc train``: one process or several, data-parallel.
 
 The learning rate and the loss-weight ramps move every optimiser step, by whichever runs out
 first: ``epochs``, ``max_steps`` or the ``max_time`` budget (:mod:`mlcalc.training.budget`), so
@@ -18,8 +18,10 @@ Outputs in ``output_dir`` (all written atomically, by process 0):
   test set.
 
 Data-parallel runs (``torchrun --nproc_per_node N mlcalc train ...``) split every global batch
-of ``batch_size`` structures between the processes and normalise the loss by the counts of
-the global batch, so N processes follow the same trajectory as one (to rounding).
+of ``batch_size`` structures between the processes, normalise the loss by the counts of the
+global batch and sum the weight gradients over the processes (one all-reduce a step,
+:mod:`mlcalc.training.steps`), so N processes follow the same trajectory as one (to rounding),
+compiled steps included.
 """
 
 from __future__ import annotations
@@ -33,7 +35,6 @@ from typing import Any, TextIO
 
 import torch
 import torch.distributed as dist
-from torch import nn
 
 from mlcalc.atomic import write_text_atomic
 from mlcalc.models import DTYPES, AtomisticModel, save_checkpoint
@@ -178,17 +179,13 @@ class Trainer:
             parts.restore(state)
             progress = Progress.from_state(state, steps_per_epoch)
             self._say(f"resuming after step {progress.step} from {self.state_path}")
-        trained: nn.Module = model
-        if self.processes.distributed:
-            trained = nn.parallel.DistributedDataParallel(
-                model,
-                device_ids=[device.index] if device.type == "cuda" else None,
-                find_unused_parameters=True,
-            )
-        forward, how = training_forward(model, train_set, config, self.processes.distributed)
+        processes = self.processes
+        forward, how = training_forward(
+            model, train_set, config, processes.rank, processes.world_size
+        )
         self._say(how)
         stepper = OptimiserSteps(
-            trained, train_set, parts.optimizer, parts.ema, device, config, self.processes, forward
+            model, train_set, parts.optimizer, parts.ema, device, config, self.processes, forward
         )
         clock = Budget(
             config.max_time_seconds(), progress.elapsed_s, len(valid_set), config.batch_size
