@@ -142,7 +142,7 @@ class OptimiserSteps:
         loss.backward()  # each process holds a part of the global batch's loss
         if processes.distributed:
             sum_gradients(self.model.parameters())
-        # the same on every process: gradients are already averaged
+        # the same on every process: gradients are already summed over them
         norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.max_norm, foreach=True)
         value = loss.detach()
         if processes.distributed:
