@@ -1,8 +1,12 @@
-"""Structures and helpers shared by the model test files."""
+"""Structures and helpers shared by the test files."""
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from collections.abc import Mapping
+from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import torch
@@ -12,6 +16,20 @@ from scipy.spatial.transform import Rotation
 
 from mlcalc.graph import build_graph
 from mlcalc.models import AtomisticModel, MLANet, MLANetConfig
+
+#: The benchmark scripts (not a package).
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def load_bench(name: str) -> ModuleType:
+    """``bench/NAME.py`` as the module ``bench_NAME`` (registered, so that its dataclasses can
+    look their module up)."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def evaluate(model: AtomisticModel, structures, stress: bool = False) -> dict[str, np.ndarray]:

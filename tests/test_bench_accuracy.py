@@ -3,17 +3,13 @@ the data-only configs, arguments and the table."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 import yaml
+from helpers import load_bench
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
-_spec = importlib.util.spec_from_file_location("bench_accuracy", BENCH / "accuracy.py")
-assert _spec is not None and _spec.loader is not None
-acc = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(acc)
+acc = load_bench("accuracy")
 
 MACE_LOG = """\
 2025-06-01 10:00:00.000 INFO: Using gradient clipping with tolerance=10.000

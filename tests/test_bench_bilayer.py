@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 from ase.io import read
+from helpers import load_bench
 
 pytest.importorskip("tblite", reason="bench/bilayer.py labels with tblite: pip install tblite")
 pytest.importorskip("dftd3", reason='bench/bilayer.py needs simple-dftd3: pip install "mlcalc[d3]"')
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
-_spec = importlib.util.spec_from_file_location("bench_bilayer", BENCH / "bilayer.py")
-assert _spec is not None and _spec.loader is not None
-bil = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bil)
+bil = load_bench("bilayer")
 
 CUTOFF = 5.0
 CURVE = [3.4, 6.0, 9.0, 20.0]

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import torch
 from conftest import build_model
+from helpers import load_bench
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
-_spec = importlib.util.spec_from_file_location("bench_committee", BENCH / "committee.py")
-assert _spec is not None and _spec.loader is not None
-committee = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(committee)
+committee = load_bench("committee")
 
 
 def test_perturbed_copies_keep_member_zero():

@@ -2,18 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
+from helpers import load_bench
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
-_spec = importlib.util.spec_from_file_location("bench_data_parallel", BENCH / "data_parallel.py")
-assert _spec is not None and _spec.loader is not None
-bench = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = bench  # its dataclass looks its module up
-_spec.loader.exec_module(bench)
+bench = load_bench("data_parallel")
 
 
 def test_rate_uses_the_last_validation_interval(tmp_path) -> None:

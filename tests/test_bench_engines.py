@@ -3,21 +3,16 @@ timings themselves are a benchmark, not a test)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 from conftest import build_model
+from helpers import load_bench
 
 pytest.importorskip("torch_sim", reason="torch-sim (torch-sim-atomistic) is not installed")
 pytest.importorskip("openmmml", reason="openmmml (OpenMM-ML) is not installed")
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
-_spec = importlib.util.spec_from_file_location("bench_engines", BENCH / "engines.py")
-assert _spec is not None and _spec.loader is not None
-engines = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(engines)
+engines = load_bench("engines")
 
 
 def test_agreement_stages_of_a_tiny_run(tmp_path, capsys):

@@ -3,16 +3,10 @@ lent: a device session has minutes, not time to debug)."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
+from helpers import load_bench
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
-_spec = importlib.util.spec_from_file_location("bench_gpu_checks", BENCH / "gpu_checks.py")
-assert _spec is not None and _spec.loader is not None
-checks = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(checks)
+checks = load_bench("gpu_checks")
 
 
 def test_copper_frames_are_labelled_and_varied() -> None:

@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 from ase.io import write
+from helpers import load_bench
 from test_training import emt_frames
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
-_spec = importlib.util.spec_from_file_location("bench_graph_memory", BENCH / "graph_memory.py")
-assert _spec is not None and _spec.loader is not None
-bench = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bench)
+bench = load_bench("graph_memory")
 
 
 def test_kept_and_rebuilt_graphs_are_measured(tmp_path) -> None:

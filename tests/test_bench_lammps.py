@@ -4,16 +4,11 @@ benchmark, not a test; tests/test_lammps.py runs the pair style)."""
 from __future__ import annotations
 
 import argparse
-import importlib.util
-from pathlib import Path
 
 import pytest
+from helpers import load_bench
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
-_spec = importlib.util.spec_from_file_location("bench_lammps", BENCH / "lammps.py")
-assert _spec is not None and _spec.loader is not None
-bench = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bench)
+bench = load_bench("lammps")
 
 
 def test_cases_parse_and_bad_ones_are_refused() -> None:

@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
+from helpers import load_bench
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "learn.py"
-spec = importlib.util.spec_from_file_location("bench_learn", BENCH)
-bench = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(bench)
+bench = load_bench("learn")
 
 
 def test_liquid_silicon_has_no_close_pairs_and_the_density_asked_for():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import shutil
@@ -15,14 +14,11 @@ import pytest
 from ase import Atoms
 from ase.build import bulk
 from ase.io import read, write
+from helpers import load_bench
 
 from mlcalc.training import read_structures
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
-_spec = importlib.util.spec_from_file_location("bench_lial", BENCH / "lial.py")
-assert _spec is not None and _spec.loader is not None
-lial = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(lial)
+lial = load_bench("lial")
 
 FOLDERS = {"Train": "train", "Test/A-Fig1c": "test", "Irregular": None}
 

@@ -3,19 +3,15 @@ watched subprocess. Nothing here times a model or asserts on timings."""
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import BENCH, load_bench
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
-_spec = importlib.util.spec_from_file_location("bench_peers", BENCH / "peers.py")
-assert _spec is not None and _spec.loader is not None
-peers = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(peers)
+peers = load_bench("peers")
 
 
 def measured(model: str, us_per_atom: float, atoms: int = 192, **extra: Any) -> dict[str, Any]:

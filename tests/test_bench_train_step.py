@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
+from helpers import load_bench
 
 from mlcalc.training import TrainConfig
 from mlcalc.training.steps import Processes, global_batches
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
-_spec = importlib.util.spec_from_file_location("bench_train_step", BENCH / "train_step.py")
-assert _spec is not None and _spec.loader is not None
-train_step = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = train_step  # its dataclass looks its module up
-_spec.loader.exec_module(train_step)
+train_step = load_bench("train_step")
 
 
 def test_batches_are_the_trainers_epochs_in_order() -> None:

@@ -14,12 +14,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers import BENCH, load_bench
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
-_spec = importlib.util.spec_from_file_location("bench_mace_baseline", BENCH / "mace_baseline.py")
-assert _spec is not None and _spec.loader is not None
-mb = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(mb)
+mb = load_bench("mace_baseline")
 
 
 @dataclass

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 from ase.io import write
 from conftest import water_dimer
+from helpers import load_bench
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
-_spec = importlib.util.spec_from_file_location("bench_md_stability", BENCH / "md_stability.py")
-assert _spec is not None and _spec.loader is not None
-stability = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(stability)
+stability = load_bench("md_stability")
 
 
 def test_short_nvt_and_nve_run_reports_distances_temperature_and_drift(tmp_path, model_factory):
