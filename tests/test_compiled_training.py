@@ -200,16 +200,16 @@ def test_compile_auto_compiles_only_where_it_pays(model_factory, tmp_path):
         return training_forward(test_model, dataset, TrainConfig.from_dict(values))
 
     # structures of several sizes: one graph for all of them
-    forward, line = decide(max_time="5m")
+    forward, line = decide(max_time="10m")
     assert isinstance(forward, CompiledTrainingForward) and "every structure size" in line
     assert forward.batch_size == 2
-    assert decide(max_time="5m", compile=False) == (
+    assert decide(max_time="10m", compile=False) == (
         None,
         "training steps run eagerly (compile: false)",
     )
-    assert "max_time under 240 s" in decide(max_time="3m")[1]
-    assert "fewer than 5000 steps" in decide(epochs=100)[1]  # 3 steps an epoch
-    assert isinstance(decide(epochs=2000)[0], CompiledTrainingForward)  # 6,000 steps
+    assert "max_time under 600 s" in decide(max_time="9m")[1]
+    assert "fewer than 20000 steps" in decide(epochs=6000)[1]  # 3 steps an epoch
+    assert isinstance(decide(epochs=7000)[0], CompiledTrainingForward)  # 21,000 steps
     assert isinstance(decide(epochs=100, compile=True)[0], CompiledTrainingForward)
     # a model with a long-range term reads the structures directly: not traceable
     coulomb = model_factory(elements=ELEMENTS, long_range="coulomb")
