@@ -552,6 +552,13 @@ def test_schedules():
     assert budget.fraction() == pytest.approx(90 / 95, rel=1e-3)
     budget.record_validation(3.0, structures=10)  # the row that closes a run takes 3 s more
     assert budget.final_pass() == pytest.approx(12.0) and budget.exhausted()  # 90 + 1 + 3 + 12
+    # a step that compiled (30 of the 90 s) predicts no step and is no training time
+    compiling = Budget(100.0, elapsed=90.0, valid_structures=40, batch_size=4)
+    compiling.record_step(30.0, compiled=True)
+    for seconds in (1.0, 1.0):
+        compiling.record_step(seconds)
+    assert compiling.final_pass() == pytest.approx(5.0) and not compiling.exhausted()
+    assert compiling.fraction() == pytest.approx(60 / 65, rel=1e-3)
     assert validation_subset(5, 10, seed=0) == [0, 1, 2, 3, 4]
     subset = validation_subset(100, 10, seed=0)
     assert len(subset) == 10 and subset == sorted(subset) == validation_subset(100, 10, seed=0)

@@ -54,21 +54,28 @@ class Budget:
         self._batch_size = max(1, batch_size)
         self._per_structure: float | None = None
         self._last_validation = 0.0
+        self._compiling = 0.0  # seconds of steps that compiled, in this process
 
     def elapsed(self) -> float:
         """Seconds of the run so far."""
         return self._before + time.perf_counter() - self._start
 
     def fraction(self) -> float:
-        """Part of the training time spent: of the budget less the final validation pass, so
-        that schedules end at the last step (0 without a budget, at most 1)."""
+        """Part of the training time spent: of the budget less the final validation pass and
+        less the steps that compiled, so that schedules start after compiling and end at the
+        last step (0 without a budget, at most 1)."""
         if self.seconds is None:
             return 0.0
-        training = max(self.seconds - self.final_pass(), 1e-9)
-        return min(1.0, self.elapsed() / training)
+        training = max(self.seconds - self.final_pass() - self._compiling, 1e-9)
+        return min(1.0, max(0.0, self.elapsed() - self._compiling) / training)
 
-    def record_step(self, seconds: float) -> None:
-        self._steps.append(seconds)
+    def record_step(self, seconds: float, compiled: bool = False) -> None:
+        """A step's seconds; one that ``compiled`` predicts nothing of the next steps, and its
+        time is not training time for the schedules."""
+        if compiled:
+            self._compiling += seconds
+        else:
+            self._steps.append(seconds)
 
     def record_validation(self, seconds: float, structures: int) -> None:
         self._last_validation = seconds

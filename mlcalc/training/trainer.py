@@ -242,8 +242,8 @@ class Trainer:
                 group["lr"] = lr
             weights = self._loss_weights(parts.schedule.progress(position, fraction))
             started = time.perf_counter()
-            if not stepper.take(batches[k], weights, f"epoch {epoch}, step {k}"):
-                clock.record_step(time.perf_counter() - started)  # compiling predicts nothing
+            compiled = stepper.take(batches[k], weights, f"epoch {epoch}, step {k}")
+            clock.record_step(time.perf_counter() - started, compiled)
             progress.step += 1
             bar.set_postfix_str(f"loss {stepper.mean_loss:.4e}", refresh=False)
             bar.update()
