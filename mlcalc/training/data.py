@@ -140,7 +140,7 @@ def _database_frames(path: Path) -> Iterator[Atoms]:
             atoms.info.update(row.key_value_pairs)
             for key, value in row.data.items():
                 value = np.asarray(value)
-                per_atom = value.ndim >= 1 and value.shape[0] == len(atoms) and value.ndim > 1
+                per_atom = value.ndim > 1 and value.shape[0] == len(atoms)
                 (atoms.arrays if per_atom else atoms.info)[key] = value
             yield atoms
 
