@@ -198,7 +198,7 @@ class CompiledTrainingForward:
         self, graph: AtomicGraph, inputs: Sequence[torch.Tensor], compute_stress: bool
     ) -> _TracedStep | None:
         """A traced graph that a step on ``graph`` with ``inputs`` fits, if any."""
-        if self.failed or (self.batch_size is not None and graph.num_graphs != self.batch_size):
+        if not self._compiles(graph):
             return None
         for step in self.graphs.get(self.shape_key(graph, compute_stress), []):
             if step.fits(inputs):
@@ -210,11 +210,15 @@ class CompiledTrainingForward:
         far, and at least 2 atoms and 2 edges (a graph traced on 0 or 1 would serve that count
         only)."""
         return (
-            not self.failed
-            and (self.batch_size is None or graph.num_graphs == self.batch_size)
+            self._compiles(graph)
             and self.num_graphs < MAX_GRAPHS
             and min(graph.num_atoms, graph.num_edges) >= 2
         )
+
+    def _compiles(self, graph: AtomicGraph) -> bool:
+        """Whether batches like ``graph`` are compiled at all: compiling has not failed, and
+        it holds :attr:`batch_size` structures (when one is set)."""
+        return not self.failed and self.batch_size in (None, graph.num_graphs)
 
     def _trace(self, inputs: Sequence[torch.Tensor]) -> _TracedStep:
         """Trace and compile a graph for ``inputs`` (:meth:`_inputs`), with the atom and edge
