@@ -69,7 +69,7 @@ def timed_pass(
         batch = dataset.batch(indices)
         if compiled is not None:
             checked = time.perf_counter()
-            result.compiled_steps += compiled.runs_compiled(batch.graph, stress)
+            result.compiled_steps += compiled.runs_compiled(batch.graph)
             checking += time.perf_counter() - checked
         outputs = forward(batch.graph, compute_forces=True, compute_stress=stress, training=True)
         loss = sum(r.square().sum() for r in residuals(outputs, batch).values())

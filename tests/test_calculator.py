@@ -20,8 +20,7 @@ from ase.stress import full_3x3_to_voigt_6_stress
 from mlcalc import MLANetCalculator, MLCalculator, NEMPCalculator
 from mlcalc.graph import build_graph
 from mlcalc.models import AtomisticModel, MLANet, MLANetConfig, ModelConfig
-from mlcalc.models.compiled import CompiledAtomicEnergies, padded_edge_count
-from mlcalc.models.physics import conservative_outputs
+from mlcalc.models import traced as traced_module
 
 FORCE_TOL = 1e-6  # eV/Å
 STRESS_TOL = 1e-7  # eV/Å³
@@ -642,57 +641,67 @@ def test_calculate_batch_equals_one_at_a_time(model, structures, max_atoms):
 
 
 # ---------------------------------------------------------------------------------------------
-# torch.compile with static shapes
-
-
-def test_padded_edge_counts_are_few_coarse_buckets():
-    sizes = range(1, 200_000, 97)
-    counts = [padded_edge_count(n) for n in sizes]
-    assert all(n <= p <= max(n + 256, 1.125 * n) for p, n in zip(counts, sizes, strict=True))
-    # 16 per doubling above 4,096 edges: an MD run's fluctuations rarely change the bucket
-    assert len(set(counts)) <= 16 + 16 * 6
-    assert padded_edge_count(0) == 256
-
-
-@pytest.mark.parametrize("architecture", ["nemp", "mlanet"])
-def test_padding_edges_change_no_result(model, structures, architecture):
-    """The padding edges (2 r_c long, atom 0 to itself) contribute exactly nothing."""
-    if architecture == "mlanet":
-        config = MLANetConfig(
-            elements=["H", "O", "Al", "Ni", "Cu"], cutoff=4.0, channels=8, force_mode="conservative"
-        )
-        model = MLANet(config).double()
-    atoms = structures.triclinic_bulk()
-    graph = build_graph(atoms, model.cutoff, model.atomic_numbers)
-    energies = model.atomic_energy_function(chunked=False)
-    padded = CompiledAtomicEnergies(energies, model.cutoff)
-    padded.compiled = energies  # the padding path, without compiling
-    assert padded_edge_count(graph.num_edges) > graph.num_edges
-    eager = conservative_outputs(energies, graph, True, True)
-    out = conservative_outputs(padded, graph, True, True)
-    for name in ("energy", "forces", "stress"):
-        torch.testing.assert_close(out[name], eager[name], rtol=1e-13, atol=1e-13)
+# torch.compile: one traced graph of energies and edge gradients for every size
 
 
 @pytest.mark.slow
-def test_compiled_calculator_equals_eager(model, structures):
-    """torch.compile (about a minute of compiling on 2 cores) gives the eager results."""
-    atoms = structures.triclinic_bulk()
+def test_compiled_calculator_equals_eager_at_every_size(model, structures):
+    """One compiled graph (inductor: about a minute of compiling on 2 cores) gives the eager
+    results for periodic cells, a supercell, a slab and a molecule, two steps each."""
     eager = NEMPCalculator(model, device="cpu")
     compiled = NEMPCalculator(model, device="cpu", compile=True)
-    for step in range(2):  # the second step reuses the compiled code (same bucket)
-        atoms.positions += np.random.default_rng(step).normal(0.0, 0.02, atoms.positions.shape)
-        for name, tolerance in (("energy", 1e-10), ("forces", 1e-10), ("stress", 1e-12)):
-            np.testing.assert_allclose(
-                compiled.get_property(name, atoms),
-                eager.get_property(name, atoms),
-                rtol=0,
-                atol=tolerance,
-            )
-    assert compiled.compiled_energies.compiled is not None  # it did not fall back to eager
+    systems = [structures.triclinic_bulk(), structures.triclinic_bulk() * (2, 1, 1)]
+    systems += [structures.slab(), structures.molecule()]
+    for atoms in systems:
+        for step in range(2):
+            atoms.positions += np.random.default_rng(step).normal(0.0, 0.02, atoms.positions.shape)
+            names = ["energy", "forces", "energies"] + (["stress"] if atoms.pbc.all() else [])
+            for name in names:
+                np.testing.assert_allclose(
+                    compiled.get_property(name, atoms),
+                    eager.get_property(name, atoms),
+                    rtol=0,
+                    atol=1e-10,
+                    err_msg=name,
+                )
+    assert compiled.compiled.num_graphs == 1 and not compiled.compiled.failed
+
+
+def test_compiled_graphs_per_batch_size_and_large_systems_eager(model, structures, monkeypatch):
+    monkeypatch.setattr(traced_module, "BACKEND", "aot_eager")  # inductor: tested above
+    small, large = structures.triclinic_bulk(), structures.triclinic_bulk() * (3, 1, 1)
+    calc = NEMPCalculator(model, device="cpu", compile=True)
+    edges = build_graph(small, model.cutoff, model.atomic_numbers).num_edges
+    calc.compiled.max_edges = 2 * edges  # the large cell has 3 times as many: eager
+    eager = NEMPCalculator(model, device="cpu")
+    structures_in = [small, small.copy(), large]
+    single = calc.get_potential_energy(small)
+    pair = calc.calculate_batch(structures_in[:2])  # one batch of two structures
+    alone = calc.calculate_batch(structures_in[2:])  # too many edges: eager
+    assert calc.compiled.num_graphs == 2
+    assert [key.structures for key in calc.compiled.graphs] == [1, 2]
+    expected = eager.calculate_batch(structures_in)
+    assert single == pytest.approx(expected[0]["energy"], abs=1e-10)
+    for got, want in zip(pair + alone, expected, strict=True):
+        np.testing.assert_allclose(got["forces"], want["forces"], rtol=0, atol=1e-10)
+        np.testing.assert_allclose(got["stress"], want["stress"], rtol=0, atol=1e-10)
+
+
+def test_a_failed_compilation_runs_eagerly(model, structures, monkeypatch):
+    def no_compiler(*args, **kwargs):
+        raise RuntimeError("no C++ compiler")
+
+    monkeypatch.setattr(traced_module.torch, "compile", no_compiler)
+    atoms = structures.triclinic_bulk()
+    calc = NEMPCalculator(model, device="cpu", compile=True)
+    with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler.*running eagerly"):
+        forces = calc.get_forces(atoms)
+    expected = NEMPCalculator(model, device="cpu").get_forces(atoms)
+    np.testing.assert_allclose(forces, expected, rtol=0, atol=1e-12)
+    assert calc.compiled.failed
 
 
 def test_compile_needs_conservative_forces():
     model = MLANet(MLANetConfig(elements=["H", "O"], channels=8, force_mode="direct"))
-    with pytest.raises(ValueError, match="conservative"):
+    with pytest.raises(ValueError, match="forces are not derivatives of atomic energies"):
         MLANetCalculator(model, device="cpu", compile=True)

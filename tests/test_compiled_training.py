@@ -15,14 +15,11 @@ from ase.calculators.emt import EMT
 from helpers import tiny_mlanet
 
 from mlcalc.models import MLANet, MLANetConfig
+from mlcalc.models import traced as traced_module
 from mlcalc.models.physics import edge_vectors
+from mlcalc.models.traced import untraceable_reason
 from mlcalc.training import TrainConfig, train
-from mlcalc.training import compiled as compiled_module
-from mlcalc.training.compiled import (
-    CompiledTrainingForward,
-    training_forward,
-    untraceable_reason,
-)
+from mlcalc.training.compiled import CompiledTrainingForward, training_forward
 from mlcalc.training.data import LabeledStructure
 from mlcalc.training.graphs import Batch, GraphDataset
 from mlcalc.training.loss import residuals
@@ -107,14 +104,14 @@ def mixed_frames() -> list[LabeledStructure]:
 def test_one_compiled_graph_serves_every_size(architecture, backend, model_factory, monkeypatch):
     # inductor's code generation is tested once (NEMP); MLANet's traced graph runs through
     # AOTAutograd alone, which is what differentiates it (and a minute faster to build)
-    monkeypatch.setattr(compiled_module, "BACKEND", backend)
+    monkeypatch.setattr(traced_module, "BACKEND", backend)
     model = tiny_model(architecture, model_factory)
     dataset = GraphDataset(mixed_frames(), model.cutoff, model.elements, torch.float64)
     forward = CompiledTrainingForward(model, batch_size=2)
     # batches of 24, 32, 16 and 16 atoms in two compositions, then a shorter one (eager)
     for indices in ([0, 1], [0, 2], [3, 4], [4, 0], [1]):
         batch = dataset.batch(indices)
-        assert forward.runs_compiled(batch.graph, True) is (len(indices) == 2)
+        assert forward.runs_compiled(batch.graph) is (len(indices) == 2)
         assert_step_matches_eager(forward, model, batch, ("energy", "forces", "stress"))
     assert forward.num_graphs == 1 and not forward.failed
 
@@ -133,7 +130,7 @@ def test_static_shapes_give_the_same_energies(model_factory):
 
 
 def test_one_atom_structures_run_eagerly(model_factory, monkeypatch):
-    monkeypatch.setattr(compiled_module, "BACKEND", "aot_eager")  # inductor: tested above
+    monkeypatch.setattr(traced_module, "BACKEND", "aot_eager")  # inductor: tested above
     model = tiny_model("nemp", model_factory)
     single = bulk("Cu", "fcc", a=3.6)  # one atom, periodic: edges to its own images
     single.calc = EMT()
@@ -145,22 +142,22 @@ def test_one_atom_structures_run_eagerly(model_factory, monkeypatch):
     # a one-atom batch first: no graph is traced on it (it would fix the atom count to 1)
     for index, compiles in ((0, False), (1, True), (3, True), (0, False), (5, True)):
         batch = dataset.batch([index])
-        assert forward.runs_compiled(batch.graph, True) is compiles
+        assert forward.runs_compiled(batch.graph) is compiles
         assert_step_matches_eager(forward, model, batch)
     assert forward.num_graphs == 1
 
 
 def test_graphs_are_traced_per_structure_count_up_to_the_limit(model_factory, monkeypatch):
-    monkeypatch.setattr(compiled_module, "BACKEND", "aot_eager")
+    monkeypatch.setattr(traced_module, "BACKEND", "aot_eager")
     model = tiny_model("nemp", model_factory)
     dataset = GraphDataset(mixed_frames(), model.cutoff, model.elements, torch.float64)
     forward = CompiledTrainingForward(model)  # any batch size
     for indices, compiles in (([0, 1], True), ([2], True), ([3, 4, 0], False), ([1, 2], True)):
         batch = dataset.batch(indices)
-        assert forward.runs_compiled(batch.graph, True) is compiles
+        assert forward.runs_compiled(batch.graph) is compiles
         assert_step_matches_eager(forward, model, batch)
-    assert forward.num_graphs == compiled_module.MAX_GRAPHS == 2
-    assert [key.structures for key in forward.graphs] == [2, 1]
+    assert forward.num_graphs == traced_module.MAX_GRAPHS == 2
+    assert [key.structures for key in forward.traced.graphs] == [2, 1]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
@@ -182,13 +179,13 @@ def test_a_failed_compilation_falls_back_to_eager(model_factory, monkeypatch):
     def no_compiler(*args, **kwargs):
         raise RuntimeError("no C++ compiler")
 
-    monkeypatch.setattr(compiled_module.torch, "compile", no_compiler)
+    monkeypatch.setattr(traced_module.torch, "compile", no_compiler)
     batch = dataset.batch([0, 1])
     with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler.*training eagerly"):
         got = forward(batch.graph, compute_forces=True, compute_stress=True)
     expected = model(batch.graph, compute_forces=True, compute_stress=True, training=True)
     torch.testing.assert_close(got["forces"], expected["forces"])
-    assert forward.failed and not forward.runs_compiled(batch.graph, True)
+    assert forward.failed and not forward.runs_compiled(batch.graph)
 
 
 def test_compile_auto_compiles_only_where_it_pays(model_factory, tmp_path):
@@ -227,7 +224,7 @@ def test_compile_auto_compiles_only_where_it_pays(model_factory, tmp_path):
 def test_training_with_compile_true_equals_eager_training(tmp_path, monkeypatch):
     from ase.io import write
 
-    monkeypatch.setattr(compiled_module, "BACKEND", "aot_eager")  # inductor: tested above
+    monkeypatch.setattr(traced_module, "BACKEND", "aot_eager")  # inductor: tested above
 
     frames = cu6al2_frames(12, seed=3)
     atoms = []

@@ -63,16 +63,16 @@ def test_a_time_budget_shorter_than_an_epoch_is_kept(many_frames, tmp_path):
 def test_a_step_that_compiles_does_not_end_a_timed_run(many_frames, tmp_path, monkeypatch):
     # the first step traces and compiles (seconds; a step takes milliseconds): were its time
     # taken as a step's, the predicted final validation (100 structures) would overrun at once
-    from mlcalc.training import compiled
+    from mlcalc.models import traced
 
-    trace = compiled.CompiledTrainingForward._trace
+    trace = traced.TracedEnergies._trace
 
     def slow_trace(self, inputs):
         time.sleep(2.0)  # a compiler's seconds, without running one
         return trace(self, inputs)
 
-    monkeypatch.setattr(compiled.CompiledTrainingForward, "_trace", slow_trace)
-    monkeypatch.setattr(compiled.torch, "compile", lambda graph, **options: graph)
+    monkeypatch.setattr(traced.TracedEnergies, "_trace", slow_trace)
+    monkeypatch.setattr(traced.torch, "compile", lambda graph, **options: graph)
     config = config_for(
         many_frames, tmp_path / "run", batch_size=1, epochs=None, max_time=15, compile=True,
         valid_interval=50, valid_subset=10, scheduler="cosine", lr_min=1e-4, test_file=None,
