@@ -244,7 +244,7 @@ class MLCalculator(Calculator):
                 self.model,
                 differentiable=False,
                 fallback="running eagerly",
-                max_edges=self.model.recompute_above_edges,
+                memory_bound=True,
             )
 
     @classmethod

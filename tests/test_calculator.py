@@ -672,7 +672,7 @@ def test_compiled_graphs_per_batch_size_and_large_systems_eager(model, structure
     small, large = structures.triclinic_bulk(), structures.triclinic_bulk() * (3, 1, 1)
     calc = NEMPCalculator(model, device="cpu", compile=True)
     edges = build_graph(small, model.cutoff, model.atomic_numbers).num_edges
-    calc.compiled.max_edges = 2 * edges  # the large cell has 3 times as many: eager
+    calc.model.recompute_above_edges = 2 * edges  # the large cell has 3 times as many: eager
     eager = NEMPCalculator(model, device="cpu")
     structures_in = [small, small.copy(), large]
     single = calc.get_potential_energy(small)

@@ -136,9 +136,10 @@ class TracedEnergies:
             the graph is called under ``no_grad`` (inference).
         fallback: what happens when compiling fails, for the warning (e.g. "training eagerly").
         max_graphs: graphs traced at most; later inputs that fit none are left to the caller.
-        max_edges: graphs with more edges are left to the caller (``None``: no limit); the
-            compiled graph keeps every intermediate of the forward pass for the backward one,
-            where the eager model can recompute them to save memory.
+        memory_bound: leave graphs above the model's ``recompute_above_edges`` edges (read at
+            each call) to the caller: the compiled graph keeps every intermediate of the
+            forward pass for the backward one, where the eager model recomputes them there to
+            save memory.
 
     Calls return ``None`` where the inputs fit no traced graph and no new one may be traced;
     the caller then runs the eager model. If tracing or compiling fails (no C++ compiler, an
@@ -152,7 +153,7 @@ class TracedEnergies:
         differentiable: bool,
         fallback: str,
         max_graphs: int = MAX_GRAPHS,
-        max_edges: int | None = None,
+        memory_bound: bool = False,
     ) -> None:
         reason = untraceable_reason(model)
         if reason is not None:
@@ -160,7 +161,8 @@ class TracedEnergies:
         self.differentiable = differentiable
         self.fallback = fallback
         self.max_graphs = max_graphs
-        self.max_edges = max_edges
+        self.memory_bound = memory_bound
+        self.model = model
         self.energies = _EnergiesOfEdges(model)
         self.names = [name for name, _ in self.energies.named_parameters()]
         self.parameters = [p for _, p in self.energies.named_parameters()]
@@ -206,9 +208,10 @@ class TracedEnergies:
         return self.num_graphs < self.max_graphs and min(graph.num_atoms, graph.num_edges) >= 2
 
     def _compiles(self, graph: AtomicGraph) -> bool:
-        """Whether graphs like ``graph`` are compiled at all: compiling has not failed and it
-        has at most :attr:`max_edges` edges."""
-        return not self.failed and (self.max_edges is None or graph.num_edges <= self.max_edges)
+        """Whether graphs like ``graph`` are compiled at all: compiling has not failed and,
+        with :attr:`memory_bound`, the model would not recompute on it."""
+        limit = self.model.recompute_above_edges if self.memory_bound else None
+        return not self.failed and (limit is None or graph.num_edges <= limit)
 
     def runs_compiled(self, graph: AtomicGraph) -> bool:
         """Whether a call on ``graph`` takes a compiled graph (compiling one if it needs to)."""
