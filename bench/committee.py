@@ -13,14 +13,20 @@ N(0, 0.01 Å) and makes one ``calculate(atoms, ["energy", "forces", "stress"], a
 call per calculator, neighbour list included; the calculators take turns within each step so
 that load from other processes hits them alike. Times are medians over ``--steps`` steps after
 one warm-up step. The graph (neighbour list) is timed on its own: a committee builds it once,
-so "model" = step - graph is the members' forward and backward passes. Nothing here asserts on
-timings.
+so "model" = step - graph is the members' forward and backward passes.
+
+The ``shared body`` rows time the floor of any cheaper ensemble whose K members share the whole
+network up to per-atom output heads (shallow ensembles) and still return exact member forces
+and stresses: one forward pass of the model and K backward passes through it, each from other
+per-atom weights on the atomic energies (the heads themselves cost next to nothing), plus the
+graph. Nothing here asserts on timings.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import os
 import statistics
@@ -28,6 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+PROPERTIES = ["energy", "forces", "stress"]
 COLUMNS = {
     "calculator": "calculator",
     "members": "K",
@@ -57,6 +64,27 @@ def perturbed_copies(model: Any, count: int, perturb: float) -> list[Any]:
     return copies
 
 
+def shared_body_step(model: Any, atoms: Any, members: int, dtype: Any) -> None:
+    """E + F + S of ``members`` heads on one shared body: one forward pass of ``model``'s
+    atomic energies on ``atoms``, then one backward pass to the edge vectors per member, each
+    from its own per-atom weights, and the forces and stress of each."""
+    import torch
+
+    from mlcalc.graph import build_graph
+    from mlcalc.models.physics import edge_vectors, outputs_from_edge_gradients
+
+    graph = build_graph(atoms, model.cutoff, model.atomic_numbers, dtype=dtype)
+    vectors = edge_vectors(
+        graph.positions, graph.cell, graph.shifts, graph.edge_index, graph.batch
+    ).requires_grad_(True)
+    energies = model.atomic_energy_function(recompute=True)(graph, vectors)
+    weights = 1.0 + 0.01 * torch.randn(members, len(atoms), dtype=energies.dtype)
+    for k in range(members):
+        head = energies * weights[k]
+        (gradient,) = torch.autograd.grad(head.sum(), vectors, retain_graph=k < members - 1)
+        outputs_from_edge_gradients(head.detach(), gradient, vectors.detach(), graph, True)
+
+
 def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Time one model and committees of ``args.members`` members; one row each."""
     import numpy as np
@@ -81,14 +109,23 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
             members[:k], device="cpu", dtype=args.dtype
         )
     dtype = calculators[("one model", 1)].dtype
+    body = calculators[("one model", 1)].model  # the calculator's own float32/64 eval copy
+    steps: dict[tuple[str, int], Any] = {
+        key: functools.partial(calc.calculate, properties=PROPERTIES, system_changes=all_changes)
+        for key, calc in calculators.items()
+    }
+    for k in args.members:
+        steps[("shared body", k)] = functools.partial(
+            shared_body_step, body, members=k, dtype=dtype
+        )
     rng = np.random.default_rng(0)
-    times: dict[tuple[str, int], list[float]] = {key: [] for key in calculators}
+    times: dict[tuple[str, int], list[float]] = {key: [] for key in steps}
     graph_times: list[float] = []
     for step in range(args.steps + 1):  # step 0 is the warm-up
         atoms.positions += rng.normal(0.0, 0.01, atoms.positions.shape)
-        for key, calc in calculators.items():
+        for key, run_step in steps.items():
             start = time.perf_counter()
-            calc.calculate(atoms, ["energy", "forces", "stress"], all_changes)
+            run_step(atoms)
             if step > 0:
                 times[key].append(time.perf_counter() - start)
         start = time.perf_counter()

@@ -168,7 +168,9 @@ def measure(model: str, dtype: str, size: int, args: argparse.Namespace) -> dict
         graph = build_graph(atoms, calc.model.cutoff, calc.model.atomic_numbers, dtype=calc.dtype)
         nl_times.append(time.perf_counter() - start)
     median, nl = statistics.median(times), statistics.median(nl_times[1:])
-    row["compiled"] = calc.compiled is not None and calc.compiled.runs_compiled(graph.to(calc.device))
+    row["compiled"] = calc.compiled is not None and calc.compiled.runs_compiled(
+        graph.to(calc.device)
+    )
     row.update(
         max_edges_per_chunk=calc.model.max_edges_per_chunk,
         recompute_above_edges=calc.model.recompute_above_edges,

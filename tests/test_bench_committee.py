@@ -33,6 +33,8 @@ def test_table_of_a_tiny_run(tmp_path, capsys):
         [" one model ", " 1 "],
         [" committee ", " 1 "],
         [" committee ", " 2 "],
+        [" shared body ", " 1 "],
+        [" shared body ", " 2 "],
     ]
     rows = json.loads(rows_file.read_text())
     assert rows[0]["ratio"] == 1.0 and all(row["steps"] == 2 for row in rows)
