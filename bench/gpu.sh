@@ -49,7 +49,7 @@ step() {
 step cuda-tests 120 $PY -m pytest -q -p no:cacheprovider -k cuda \
   tests/test_calculator.py tests/test_mlanet.py tests/test_compiled_training.py
 step speed 200 $PY bench/speed.py --device cuda --sizes 1536 12288 98304 \
-  --models nemp-medium nemp-medium-compiled shipped-water shipped-water-mlanet \
+  --models nemp-medium nemp-medium-compiled shipped-water shipped-water-compiled shipped-water-mlanet \
   --repeats 10 --budget-s 45 --max-rss-gb 100 --json "$OUT/speed-cuda.json"
 step train 100 $PY bench/gpu_checks.py train --out "$OUT/train"
 step lammps 60 $PY bench/gpu_checks.py lammps

@@ -687,6 +687,18 @@ def test_compiled_graphs_per_batch_size_and_large_systems_eager(model, structure
         np.testing.assert_allclose(got["stress"], want["stress"], rtol=0, atol=1e-10)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_compiled_calculator_equals_eager_on_cuda(model, structures):
+    atoms = structures.triclinic_bulk() * (2, 1, 1)
+    compiled = NEMPCalculator(model, device="cuda", compile=True)
+    eager = NEMPCalculator(model, device="cuda")
+    for name in ("energy", "forces", "stress"):
+        np.testing.assert_allclose(
+            compiled.get_property(name, atoms), eager.get_property(name, atoms), rtol=0, atol=1e-10
+        )
+    assert compiled.compiled.num_graphs == 1 and not compiled.compiled.failed
+
+
 def test_a_failed_compilation_runs_eagerly(model, structures, monkeypatch):
     def no_compiler(*args, **kwargs):
         raise RuntimeError("no C++ compiler")
