@@ -180,9 +180,9 @@ class MLCalculator(Calculator):
         compile: run the model through one compiled graph of its energies and their
             gradients (``torch.compile``; see :mod:`mlcalc.models.traced`), traced with
             symbolic numbers of atoms and edges: one graph for every system size, compiled on
-            the first step (about a minute on a CPU), after which steps are about 1.8× faster
-            here (1,536 water atoms). Worth it for MD and long relaxations, not for single
-            points. Systems above the model's ``recompute_above_edges`` edges (about 10,000
+            the first step (about a minute on a CPU), after which steps on one CPU thread are
+            about 1.5× faster here (1,536 water atoms), on two no faster than eager. Worth it
+            for MD on one thread per process and on GPUs, not for single points. Systems above the model's ``recompute_above_edges`` edges (about 10,000
             water atoms for NEMP) run eagerly, where the eager model recomputes intermediates
             to save memory. Models whose forces are derivatives of atomic energies, without
             charge, spin or long-range terms.
