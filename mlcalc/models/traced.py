@@ -162,7 +162,6 @@ class TracedEnergies:
         self.fallback = fallback
         self.max_graphs = max_graphs
         self.memory_bound = memory_bound
-        self.model = model
         self.energies = _EnergiesOfEdges(model)
         self.names = [name for name, _ in self.energies.named_parameters()]
         self.parameters = [p for _, p in self.energies.named_parameters()]
@@ -210,7 +209,7 @@ class TracedEnergies:
     def _compiles(self, graph: AtomicGraph) -> bool:
         """Whether graphs like ``graph`` are compiled at all: compiling has not failed and,
         with :attr:`memory_bound`, the model would not recompute on it."""
-        limit = self.model.recompute_above_edges if self.memory_bound else None
+        limit = self.energies.model.recompute_above_edges if self.memory_bound else None
         return not self.failed and (limit is None or graph.num_edges <= limit)
 
     def runs_compiled(self, graph: AtomicGraph) -> bool:
