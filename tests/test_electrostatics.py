@@ -243,5 +243,5 @@ def test_long_range_needs_conservative_forces_and_no_compile():
     with pytest.raises(ValueError, match="long_range must be None or 'coulomb'"):
         NEMPConfig(elements=["Na"], long_range="ewald")
     model, calculator_class = _model()
-    with pytest.raises(ValueError, match="compile=True cannot compile.*long-range"):
+    with pytest.raises(ValueError, match=r"compile=True cannot compile.*long-range"):
         calculator_class(model, device="cpu", compile=True)

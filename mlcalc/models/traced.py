@@ -118,7 +118,6 @@ class TracedGraph:
 
     run: Callable[..., tuple[torch.Tensor, torch.Tensor]]
     shape_env: ShapeEnv
-    inputs: list[torch.Tensor]  # the trace's (fake) inputs, for checking its guards
     guards: str  # the guards' code (empty: none)
 
     def fits(self, args: Sequence[torch.Tensor]) -> bool:
@@ -244,7 +243,7 @@ class TracedEnergies:
         _remove_detaches(traced)
         guards = shape_env.produce_guards_expression(fakes, ignore_static=False) or ""
         compiled = torch.compile(traced, backend=BACKEND, dynamic=True)
-        return TracedGraph(compiled, shape_env, fakes, guards)
+        return TracedGraph(compiled, shape_env, guards)
 
     def __call__(
         self, graph: AtomicGraph, vectors: torch.Tensor
