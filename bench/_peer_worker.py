@@ -35,8 +35,10 @@ PEER_CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
     "mace-64": ("mace", {"hidden_irreps": "64x0e+64x1o"}),
     # NequIPGNNModel defaults: 32 features, l_max 1, 4 layers
     "nequip": ("nequip", {"num_features": 32, "l_max": 1, "num_layers": 4}),
+    "nequip-l2": ("nequip", {"num_features": 32, "l_max": 2, "num_layers": 4}),
     # sevenn._const.model_defaults: 32 channels, lmax 1, 3 convolutions
     "sevenn": ("sevenn", {"channels": 32, "lmax": 1, "num_convolution": 3}),
+    "sevenn-l2": ("sevenn", {"channels": 32, "lmax": 2, "num_convolution": 3}),
 }
 #: Package key → distributions whose versions are reported.
 DISTRIBUTIONS = {

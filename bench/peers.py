@@ -7,14 +7,16 @@ Usage (with the project's venv python; the peers' venvs are set up on first use)
     python bench/peers.py --setup-only                      # only install the peer venvs
     python bench/peers.py --markdown --json peers.json      # table for docs/benchmarks.md
 
-Models: ours from ``bench/speed.py`` (``MODELS``) and four peers, all randomly initialised for
+Models: ours from ``bench/speed.py`` (``MODELS``) and six peers, all randomly initialised for
 H and O with a 5 Å cutoff, each called through its own ASE calculator:
 
 - ``mace-128``: MACE (mace-torch) ScaleShiftMACE, hidden 128x0e+128x1o, 2 interactions,
   correlation 3, max_ell 3, radial MLP [64, 64, 64];
 - ``mace-64``: the same with hidden 64x0e+64x1o;
 - ``nequip``: NequIP 0.19 ``NequIPGNNModel`` defaults (32 features, l_max 1, 4 layers);
-- ``sevenn``: SevenNet ``model_defaults`` (32 channels, lmax 1, 3 convolutions).
+- ``sevenn``: SevenNet ``model_defaults`` (32 channels, lmax 1, 3 convolutions);
+- ``nequip-l2``, ``sevenn-l2``: the same two with l_max 2 (the larger sizes of the
+  accuracy–speed front, ``bench/front.py``).
 
 The peers pin other e3nn versions than ours, so each lives in its own venv under ``--cache``
 (default ``~/.cache/mlcalc/bench-peers``): ``venv-mace``, ``venv-nequip``, ``venv-sevenn``,
@@ -64,14 +66,18 @@ PEERS: list[str] = list(PEER_CONFIGS)
 #: Peers whose ASE calculator runs in float32 only, with the reason (their float64 rows are
 #: skipped rather than failed).
 FLOAT32_ONLY = {
-    "sevenn": "SevenNet's ASE calculator runs float32 only (sevenn.util.dtype_correct casts "
-    "its inputs to float32)",
+    model: "SevenNet's ASE calculator runs float32 only (sevenn.util.dtype_correct casts "
+    "its inputs to float32)"
+    for model, (package, _) in PEER_CONFIGS.items()
+    if package == "sevenn"
 }
 PEER_DESCRIPTIONS = {
     "mace-128": "MACE 128x0e+128x1o, 2 interactions, correlation 3",
     "mace-64": "MACE 64x0e+64x1o, 2 interactions, correlation 3",
     "nequip": "NequIP 32 features, l_max 1, 4 layers",
+    "nequip-l2": "NequIP 32 features, l_max 2, 4 layers",
     "sevenn": "SevenNet 32 channels, lmax 1, 3 convolutions",
+    "sevenn-l2": "SevenNet 32 channels, lmax 2, 3 convolutions",
 }
 #: torch for every peer venv: the CPU wheel that lies on this kind of machine's disk.
 TORCH_PIN = "torch==2.13.0"

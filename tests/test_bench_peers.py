@@ -41,7 +41,8 @@ def test_defaults_and_model_lists() -> None:
     assert args.cache == Path("~/.cache/mlcalc/bench-peers").expanduser()
     assert args.models == peers.OURS + peers.PEERS
     assert peers.OURS[:2] == ["nemp-default", "nemp-small"]  # from bench/speed.py
-    assert set(peers.PEERS) == {"mace-128", "mace-64", "nequip", "sevenn"}
+    assert set(peers.PEERS) == {"mace-128", "mace-64", "nequip", "nequip-l2", "sevenn", "sevenn-l2"}
+    assert set(peers.FLOAT32_ONLY) == {"sevenn", "sevenn-l2"}
     assert set(peers.PEER_PACKAGES) == {"mace", "nequip", "sevenn"}
     for pins in peers.PEER_PACKAGES.values():
         assert "==" in pins[0]  # the peer package itself is pinned
