@@ -21,7 +21,10 @@ Ours (``nemp``, ``mlanet``) is ``mlcalc train`` on a config that names only the 
 (``nemp-small``, ``nemp-c32``, ``nemp-eager``) add model fields or one config key. Every run of
 ours compiles with an empty ``torch.compile`` cache of its own (``TORCHINDUCTOR_CACHE_DIR`` in
 its folder), as a user's first run does, with one compiler process. MACE is
-``bench/mace_baseline.py`` on the same config. Equal on both sides: the training and
+``bench/mace_baseline.py`` on the same config; NequIP (``nequip``, ``nequip-l2``) and SevenNet
+(``sevenn``, ``sevenn-l2``) are ``bench/nequip_baseline.py`` and ``bench/sevenn_baseline.py``
+(their own training loops, losses and schedules, in their own venvs; the architectures that
+``bench/peers.py`` times, for ``bench/front.py``). Equal on both sides: the training and
 validation frames (``valid_fraction`` and ``seed``, TrainConfig's defaults, split by
 ``mlcalc.training.data.split``), E0s (the isolated-atoms file, or a least-squares fit),
 batch size, EMA decay, dtype, epoch cap, the budget (``--max_time`` / ``--max-time``; each
@@ -100,7 +103,27 @@ DATASETS: dict[str, tuple[str, str, str]] = {
         for name in ("Si", "Li", "Ge")
     },
 }
-MODELS = ("nemp", "nemp-small", "nemp-c32", "nemp-eager", "mlanet", "mace")
+MODELS = (
+    "nemp",
+    "nemp-small",
+    "nemp-c32",
+    "nemp-eager",
+    "mlanet",
+    "mace",
+    "nequip",
+    "nequip-l2",
+    "sevenn",
+    "sevenn-l2",
+)
+#: Peer models trained by their own baseline scripts (in their own venvs): name -> (script in
+#: bench/, its ``--size``, the script's marker file in the run's result folder).
+PEER_BASELINES: dict[str, tuple[str, str | None, str]] = {
+    "mace": ("mace_baseline.py", None, "mace_baseline.json"),
+    "nequip": ("nequip_baseline.py", "default", "nequip_baseline.json"),
+    "nequip-l2": ("nequip_baseline.py", "l2", "nequip_baseline.json"),
+    "sevenn": ("sevenn_baseline.py", "default", "sevenn_baseline.json"),
+    "sevenn-l2": ("sevenn_baseline.py", "l2", "sevenn_baseline.json"),
+}
 #: Our models that are not the recipe's own: name -> (architecture, model fields of the
 #: config, other config keys).
 VARIANTS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
@@ -174,11 +197,13 @@ def write_config(dataset: str, model: str, path: Path) -> dict[str, str]:
 def run_command(run: dict[str, Any], config: Path, cache: Path) -> list[str]:
     """The command line of one run (``run``: dataset, model, budget_s, folder)."""
     result = str(result_dir(run))
-    if run["model"] == "mace":
+    if run["model"] in PEER_BASELINES:
+        script, size, _ = PEER_BASELINES[run["model"]]
         return [
-            *(str(PYTHON), str(HERE / "mace_baseline.py"), run["dataset"]),
+            *(str(PYTHON), str(HERE / script), run["dataset"]),
             *("--config", str(config), "--max-time", f"{run['budget_s']:g}"),
             *("--threads", "1", "--out", result, "--skip-setup", "--cache", str(cache)),
+            *(() if size is None else ("--size", size)),
         ]
     return [
         *(str(PYTHON), "-m", "mlcalc.cli", "train", str(config)),
@@ -187,7 +212,10 @@ def run_command(run: dict[str, Any], config: Path, cache: Path) -> list[str]:
 
 
 def result_dir(run: dict[str, Any]) -> Path:
-    return Path(run["folder"]) / ("mace" if run["model"] == "mace" else "train")
+    """Where a run's results go: ``train`` for ours, ``peer`` (``mace`` for MACE) for a peer."""
+    if run["model"] == "mace":
+        return Path(run["folder"]) / "mace"
+    return Path(run["folder"]) / ("peer" if run["model"] in PEER_BASELINES else "train")
 
 
 def finished(run: dict[str, Any]) -> bool:
@@ -291,11 +319,15 @@ def collect(out: Path) -> tuple[list[dict[str, Any]], list[str]]:
         metrics = json.loads((result_dir(run) / "test_metrics.json").read_text())
         record = {k: run.get(k) for k in ("dataset", "budget", "budget_s", "model")}
         record.update({k: run.get(k) for k in ("load_start", "load_end", "started")})
-        if run["model"] == "mace":
-            log = (result_dir(run) / "mace_baseline.log").read_text()
+        if run["model"] in PEER_BASELINES:
+            folder = result_dir(run)
+            if run["model"] == "mace":
+                curve = mace_curve((folder / "mace_baseline.log").read_text())
+            else:
+                curve = json.loads((folder / "curve.json").read_text())
             record.update(parameters=metrics["parameters"], epochs=metrics["epochs"])
-            record.update(train_s=metrics["train_s"], curve=mace_curve(log))
-            marker = json.loads((result_dir(run) / "mace_baseline.json").read_text())
+            record.update(train_s=metrics["train_s"], curve=curve)
+            marker = json.loads((folder / PEER_BASELINES[run["model"]][2]).read_text())
             record.update(n_train=marker.get("n_train"))
         else:
             log = (path.parent / "run.log").read_text()
@@ -330,17 +362,18 @@ def mace_runs(records: Sequence[dict[str, Any]]) -> dict[tuple[str, str], dict[s
 
 
 def format_table(records: Sequence[dict[str, Any]]) -> str:
-    """Markdown table; the ratio is our test force RMSE over MACE's at the same set and budget."""
+    """Markdown table; the ratio is a model's test force RMSE over MACE's at the same set and
+    budget."""
     mace = mace_runs(records)
     lines = [
         "| set | budget | model | params | epochs | train s | E RMSE meV/atom | F RMSE meV/Å "
-        "| S RMSE meV/Å³ | F RMSE ours/MACE | structures/s |",
+        "| S RMSE meV/Å³ | F RMSE / MACE's | structures/s |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in records:
         reference = mace.get((r["dataset"], r["budget"]))
         ratio = None
-        if r["model"] != "mace" and reference and reference["test_forces_rmse"]:
+        if r is not reference and reference and reference["test_forces_rmse"]:
             ratio = r["test_forces_rmse"] / reference["test_forces_rmse"]
         params = "—" if r["parameters"] is None else f"{r['parameters']:,}"
         lines.append(
@@ -363,7 +396,7 @@ def format_per_epoch(records: Sequence[dict[str, Any]]) -> str:
     ]
     for r in records:
         reference = mace.get((r["dataset"], r["budget"]))
-        if r["model"] == "mace" or reference is None:
+        if r["model"] in PEER_BASELINES or reference is None:
             continue
         epochs = len(reference["curve"]) - 1  # its first point is the untrained model
         if epochs < 1 or len(r["curve"]) < epochs:
@@ -391,6 +424,10 @@ def plot(records: Sequence[dict[str, Any]], prefix: str) -> list[Path]:
         "nemp-eager": "tab:olive",
         "mlanet": "tab:green",
         "mace": "tab:red",
+        "nequip": "tab:orange",
+        "nequip-l2": "tab:brown",
+        "sevenn": "tab:pink",
+        "sevenn-l2": "tab:gray",
     }
     written = []
     for dataset in dict.fromkeys(r["dataset"] for r in records):

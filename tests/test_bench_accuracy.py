@@ -3,6 +3,7 @@ the data-only configs, arguments and the table."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -126,3 +127,43 @@ def test_per_epoch_table_compares_at_mace_s_epoch_count() -> None:
     # MACE validated 2 epochs: ours after its 2nd epoch (70) against MACE's after its 2nd (40)
     assert lines[2] == "| acac | 5m | nemp | 2 | 70.0 / 40.0 | 2.0 / 10.0 |"
     assert len(lines) == 3
+
+
+@pytest.mark.parametrize(
+    ("model", "script", "size"),
+    [
+        ("mace", "mace_baseline.py", None),
+        ("nequip", "nequip_baseline.py", "default"),
+        ("sevenn-l2", "sevenn_baseline.py", "l2"),
+    ],
+)
+def test_peer_runs_call_their_baseline_with_its_size(
+    tmp_path: Path, model: str, script: str, size: str | None
+) -> None:
+    run = {"dataset": "ethanol", "model": model, "budget_s": 1800.0, "folder": str(tmp_path)}
+    command = acc.run_command(run, tmp_path / "data.yaml", tmp_path / "cache")
+    assert Path(command[1]).name == script and command[2] == "ethanol"
+    assert command[command.index("--max-time") + 1] == "1800"
+    assert ("--size" in command) == (size is not None)
+    if size is not None:
+        assert command[command.index("--size") + 1] == size
+    assert Path(command[command.index("--out") + 1]).name == ("mace" if model == "mace" else "peer")
+
+
+def test_collect_reads_a_peer_s_curve_and_marker(tmp_path: Path) -> None:
+    folder = tmp_path / "ethanol" / "30m" / "nequip"
+    (folder / "peer").mkdir(parents=True)
+    run = {"dataset": "ethanol", "budget": "30m", "budget_s": 1800.0, "model": "nequip"}
+    run.update(folder=str(folder), returncode=0)
+    (folder / "run.json").write_text(json.dumps(run))
+    metrics = {"parameters": 12345, "epochs": 7, "train_s": 1799.0, "forces_rmse": 21.5}
+    (folder / "peer" / "test_metrics.json").write_text(json.dumps(metrics))
+    (folder / "peer" / "nequip_baseline.json").write_text(json.dumps({"n_train": 900}))
+    (folder / "peer" / "curve.json").write_text(json.dumps([[0.0, 900.0], [250.0, 40.0]]))
+    records, failed = acc.collect(tmp_path)
+    assert failed == []
+    (record,) = records
+    assert record["parameters"] == 12345 and record["epochs"] == 7 and record["n_train"] == 900
+    assert record["curve"] == [[0.0, 900.0], [250.0, 40.0]]
+    assert record["test_forces_rmse"] == 21.5
+    assert "| ethanol | 30m | nequip | 12,345 | 7 |" in acc.format_table(records)
