@@ -370,12 +370,14 @@ def prepare(spec: dict[str, Any], data: Path) -> dict[str, Any]:
     }
 
 
-def prepare_out(out: Path, overwrite: bool) -> None:
+def prepare_out(out: Path, overwrite: bool, marker: str = MARKER) -> None:
+    """Create ``out``; with ``overwrite``, first clear an earlier run there, one that holds the
+    baseline script's ``marker`` file (any other non-empty folder is refused)."""
     if out.exists() and any(out.iterdir()):
         if not overwrite:
             raise SystemExit(f"{out} is not empty; give --overwrite or another --out")
-        if not (out / MARKER).is_file():
-            raise SystemExit(f"{out} was not made by bench/mace_baseline.py; not clearing it")
+        if not (out / marker).is_file():
+            raise SystemExit(f"{out} has no {marker}: not a run of that baseline; not clearing it")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
 

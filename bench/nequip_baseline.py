@@ -1,0 +1,415 @@
+"""NequIP baselines trained on our data files with our wall-clock budget.
+
+Usage (from the repository root, with the project's venv python)::
+
+    python bench/nequip_baseline.py ethanol --max-time 10m [--size l2] [--threads 1] [--out DIR]
+    python bench/nequip_baseline.py si --max-time 15m -- training_module.optimizer.lr=0.005
+
+The counterpart of ``bench/mace_baseline.py``, whose functions read our config (``--config``,
+default ``examples/configs/DATASET-nemp.yaml``), write our split to ``OUT/data`` and score the
+test predictions. Arguments after ``--`` are hydra overrides for ``nequip-train``.
+
+The model is NequIP 0.19's ``NequIPGNNModel`` as ``bench/_peer_worker.py`` times it:
+:data:`SIZES` takes its ``PEER_CONFIGS["nequip"]`` (32 features, l_max 1, 4 layers; ``l2``:
+l_max 2), r_max 5 Å, 8 Bessel functions and the builder's defaults (parity, one radial layer of
+128, polynomial cutoff p = 6, no ZBL). The energy shift per element is our E0 (the isolated
+atoms, or the least-squares fit of ``mlcalc train``), fixed; ``avg_num_neighbors`` and the
+per-type energy scales are NequIP's training-set statistics (``num_neighbors_mean``,
+``per_type_forces_rms``), as its tutorial config recommends. From NequIP's
+``configs/tutorial.yaml``: per-atom energy MSE + force MSE 1:1 (+ stress MSE 1:1:1 where the
+training data has stress), Adam lr 0.01, ReduceLROnPlateau (factor 0.6, patience 5, threshold
+0.2, min_lr 1e-6) on the validation ``weighted_sum`` of the energy, force (and stress) MAEs,
+which also picks the best checkpoint, ``EMALightningModule`` (with our EMA decay); not its early
+stopping. The model runs in our dtype (float32); NequIP keeps data and metrics in float64.
+
+The worker (``bench/nequip_worker.py``, see there) trains with ``nequip-train`` on
+``OUT/nequip.yaml`` (output in ``OUT/nequip``), counting the training loop, validation
+included, against ``--max-time``, and predicts the test file with the best checkpoint's EMA
+weights. OUT (default ``runs/nequip-DATASET``, ``runs/nequip-l2-DATASET``) gets
+``test_metrics.json``, ``curve.json`` (``[[s since the training loop started, validation
+force RMSE meV/Å], ...]``, one per validation, none for the untrained model),
+``nequip_budget.json`` (the worker's status), ``nequip_baseline.log`` and the marker
+``nequip_baseline.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+from _peer_worker import CUTOFF, PEER_CONFIGS  # noqa: E402  (standard library only at import)
+from mace_baseline import (  # noqa: E402  (bench/ is not a package)
+    DATASETS,
+    format_metrics,
+    load_spec,
+    parse_duration,
+    prepare,
+    prepare_out,
+    run_logged,
+    score,
+    split_forces,
+)
+from nequip_worker import FORCES_RMSE, write_json  # noqa: E402  (standard library only)
+
+WORKER = HERE / "nequip_worker.py"
+#: ``NequIPGNNModel`` size per ``--size``. They must be the speed worker's: the default is
+#: ``bench/_peer_worker.py``'s ``PEER_CONFIGS["nequip"]`` itself (32 features, l_max 1, 4 layers).
+SIZES: dict[str, dict[str, Any]] = {
+    "default": dict(PEER_CONFIGS["nequip"][1]),
+    "l2": {**PEER_CONFIGS["nequip"][1], "l_max": 2},
+}
+#: What the speed worker passes besides the size (the rest: the builder's defaults there too).
+MODEL_FIXED = {"r_max": CUTOFF, "num_bessels": 8}
+#: Written into OUT first; ``--overwrite`` only clears a folder that holds it.
+MARKER = "nequip_baseline.json"
+MONITOR = "val0_epoch/weighted_sum"
+#: NequIP's configs/tutorial.yaml (0.19): optimiser and learning-rate schedule.
+OPTIMIZER = {"_target_": "torch.optim.Adam", "lr": 0.01}
+SCHEDULER = {
+    "scheduler": {
+        "_target_": "torch.optim.lr_scheduler.ReduceLROnPlateau",
+        "factor": 0.6,
+        "patience": 5,
+        "threshold": 0.2,
+        "min_lr": 1e-6,
+    },
+    "monitor": MONITOR,
+    "interval": "epoch",
+    "frequency": 1,
+}
+#: Validation batches hold at least this many structures (MACE's default valid_batch_size).
+VALID_BATCH = 10
+#: Our label keys in OUT/data -> NequIP's fields.
+KEY_MAPPING = {"REF_energy": "total_energy", "REF_forces": "forces", "REF_stress": "stress"}
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra: list[str] = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, extra = argv[:cut], argv[cut + 1 :]
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("dataset", help=f"{', '.join(DATASETS)}, or any name with --config")
+    parser.add_argument(
+        "--max-time", help="training budget, e.g. 12m (default: max_time of the config)"
+    )
+    parser.add_argument("--threads", type=int, help="torch threads (default: the config's)")
+    parser.add_argument("--size", choices=sorted(SIZES), default="default")
+    parser.add_argument("--out", type=Path, help="output folder (default runs/nequip-DATASET)")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        help="our config to copy (default examples/configs/DATASET-nemp.yaml)",
+    )
+    parser.add_argument("--cache", type=Path, default=Path("~/.cache/mlcalc/bench-peers"))
+    parser.add_argument("--skip-setup", action="store_true", help="never install the NequIP venv")
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier run in OUT")
+    parser.add_argument("--eval-batch-size", type=int, default=16)
+    args = parser.parse_args(argv)
+    args.budget_s = None
+    if args.max_time is not None:
+        try:
+            args.budget_s = parse_duration(args.max_time)
+        except ValueError as error:
+            parser.error(f"--max-time: {error}")
+    if args.threads is not None and args.threads < 1:
+        parser.error("--threads must be >= 1")
+    if args.eval_batch_size < 1:
+        parser.error("--eval-batch-size must be >= 1")
+    if args.config is None and args.dataset not in DATASETS:
+        parser.error(
+            f"dataset {args.dataset!r} has no default config: one of {DATASETS}, or --config"
+        )
+    name = "nequip" if args.size == "default" else f"nequip-{args.size}"
+    args.out = args.out or Path("runs") / f"{name}-{args.dataset}"
+    args.config = args.config or ROOT / "examples" / "configs" / f"{args.dataset}-nemp.yaml"
+    args.cache = args.cache.expanduser()
+    args.overrides = extra
+    return args
+
+
+def describe(size: str) -> str:
+    """The model in words, e.g. ``NequIP 32 features, l_max 1, 4 layers, r_max 5 Å``."""
+    model = {**SIZES[size], **MODEL_FIXED}
+    return (
+        f"NequIP {model['num_features']} features, l_max {model['l_max']}, "
+        f"{model['num_layers']} layers, r_max {model['r_max']:g} Å (size {size})"
+    )
+
+
+def atomic_energies(spec: dict[str, Any], data: Path) -> dict[str, float]:
+    """Our E0 per element (eV) of the data written to ``data``: from the isolated-atoms file or
+    mapping, or fitted on the training frames as ``mlcalc train`` fits them (``e0s: fit``)."""
+    from mlcalc.training.data import (
+        LabelKeys,
+        atomic_energies_from,
+        elements_of,
+        read_structures,
+    )
+
+    keys = LabelKeys(energy="REF_energy", forces="REF_forces", stress="REF_stress")
+    train = read_structures(data / "train.extxyz", keys)
+    elements = elements_of([*train, *read_structures(data / "valid.extxyz", keys)])
+    e0s = spec["e0s"]
+    return atomic_energies_from(str(e0s) if isinstance(e0s, Path) else e0s, train, elements)
+
+
+def nequip_config(
+    spec: dict[str, Any],
+    data: Path,
+    run_dir: Path,
+    status: Path,
+    e0s: dict[str, float],
+    stress: bool,
+    size: str,
+    budget_s: float,
+) -> dict[str, Any]:
+    """The ``nequip-train`` config of one run (``spec``: :func:`load_spec`'s, with the batch
+    size set; ``e0s``: symbol -> eV for every element, in atomic-number order). No object
+    appears twice in it, so that its YAML has no anchors."""
+    types = list(e0s)
+    kind = "nequip.train.EnergyForceStress" if stress else "nequip.train.EnergyForce"
+    loss_coeffs = {"total_energy": 1.0, "forces": 1.0, **({"stress": 1.0} if stress else {})}
+
+    def metrics() -> dict[str, Any]:
+        """The tutorial's validation (and training) metrics: the MAEs in ``weighted_sum``."""
+        coeffs = {"total_energy_mae": 1.0, "forces_mae": 1.0}
+        if stress:
+            coeffs["stress_mae"] = 1.0
+        return {"_target_": f"{kind}Metrics", "coeffs": coeffs}
+
+    loader = {"_target_": "torch.utils.data.DataLoader", "num_workers": 0}
+    return {
+        "run": ["train"],
+        "data": {
+            "_target_": "nequip.data.datamodule.ASEDataModule",
+            "seed": spec["seed"],
+            "train_file_path": str(data / "train.extxyz"),
+            "val_file_path": str(data / "valid.extxyz"),
+            "key_mapping": dict(KEY_MAPPING),
+            "transforms": [
+                {
+                    "_target_": "nequip.data.transforms.ChemicalSpeciesToAtomTypeMapper",
+                    "model_type_names": list(types),
+                },
+                {
+                    "_target_": "nequip.data.transforms.NeighborListTransform",
+                    "r_max": MODEL_FIXED["r_max"],
+                },
+            ],
+            "train_dataloader": {**loader, "batch_size": spec["batch_size"], "shuffle": True},
+            "val_dataloader": {**loader, "batch_size": max(spec["batch_size"], VALID_BATCH)},
+            "stats_manager": {
+                "_target_": "nequip.data.CommonDataStatisticsManager",
+                "dataloader_kwargs": {"batch_size": VALID_BATCH},
+                "type_names": list(types),
+            },
+        },
+        "trainer": {
+            "_target_": "lightning.Trainer",
+            "accelerator": "cpu",
+            "devices": 1,
+            "max_epochs": spec["epochs"],
+            "enable_progress_bar": False,
+            "log_every_n_steps": 20,
+            "logger": {
+                "_target_": "lightning.pytorch.loggers.CSVLogger",
+                "save_dir": str(run_dir),
+                "name": "",
+                "version": "",
+            },
+            "callbacks": [
+                {
+                    "_target_": "lightning.pytorch.callbacks.ModelCheckpoint",
+                    "monitor": MONITOR,
+                    "dirpath": str(run_dir),
+                    "filename": "best",
+                    "save_last": False,
+                    # at every validation: Lightning's default, the epoch's end, would pair
+                    # the last validation's score with later weights when validating mid-epoch
+                    "save_on_train_epoch_end": False,
+                },
+                {
+                    "_target_": "nequip_worker.training_clock",
+                    "budget_s": budget_s,
+                    "status": str(status),
+                },
+            ],
+        },
+        "training_module": {
+            "_target_": "nequip.train.EMALightningModule",
+            "ema_decay": spec["ema_decay"],
+            "loss": {
+                "_target_": f"{kind}Loss",
+                "per_atom_energy": True,
+                "coeffs": loss_coeffs,
+            },
+            "val_metrics": metrics(),
+            "train_metrics": metrics(),
+            "optimizer": dict(OPTIMIZER),
+            "lr_scheduler": {**SCHEDULER, "scheduler": dict(SCHEDULER["scheduler"])},
+            "model": {
+                "_target_": "nequip.model.NequIPGNNModel",
+                "seed": spec["seed"],
+                "model_dtype": spec["dtype"],
+                "type_names": list(types),
+                **MODEL_FIXED,
+                **SIZES[size],
+                "avg_num_neighbors": "${training_data_stats:num_neighbors_mean}",
+                "per_type_energy_scales": "${training_data_stats:per_type_forces_rms}",
+                "per_type_energy_shifts": dict(e0s),
+                "per_type_energy_scales_trainable": False,
+                "per_type_energy_shifts_trainable": False,
+            },
+        },
+    }
+
+
+def curve(status: dict[str, Any]) -> list[list[float]]:
+    """``[[seconds since the training loop started, validation forces RMSE meV/Å], ...]``
+    from the worker's status (NequIP's metric is in eV/Å)."""
+    return [
+        [point["time_s"], 1000.0 * point["metrics"][FORCES_RMSE]]
+        for point in status["validations"]
+        if math.isfinite(point["metrics"].get(FORCES_RMSE, math.nan))
+    ]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    import peers  # bench/peers.py: the NequIP venv
+    import yaml
+
+    def log(message: str) -> None:
+        print(f"nequip_baseline: {message}", file=sys.stderr, flush=True)
+
+    spec = load_spec(args.config, args.max_time)
+    budget_s = args.budget_s
+    if budget_s is None:
+        if spec["max_time"] is None:
+            raise SystemExit(f"{args.config} has no max_time; give --max-time")
+        budget_s = parse_duration(spec["max_time"])
+    threads = args.threads or spec["threads"]
+    out = args.out.resolve()
+    prepare_out(out, args.overwrite, MARKER)
+    peer = peers.setup_peer(args.cache, "nequip", args.skip_setup, log)
+    if "error" in peer:
+        raise SystemExit(f"NequIP venv: {peer['error']}")
+    log(f"NequIP venv {peer['python']}: {peer['versions']}")
+    record: dict[str, Any] = {
+        "dataset": args.dataset,
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "command": [sys.executable, *sys.argv],
+        **{k: str(v) if isinstance(v, Path) else v for k, v in spec.items()},
+        "size": args.size,
+        "budget_s": budget_s,
+        "threads": threads,
+        "versions": peer["versions"],
+    }
+    write_json(out / MARKER, record)
+
+    data = prepare(spec, out / "data")
+    spec["batch_size"] = data["batch_size"]
+    e0s = atomic_energies(spec, out / "data")
+    status_path, run_dir = out / "nequip_budget.json", out / "nequip"
+    config = nequip_config(
+        spec, out / "data", run_dir, status_path, e0s, data["stress"], args.size, budget_s
+    )
+    (out / "nequip.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    record.update(
+        batch_size=data["batch_size"], n_train=data["train"], n_valid=data["valid"], e0s=e0s
+    )
+    write_json(out / MARKER, record)
+    log(f"{data['train']} training / {data['valid']} validation structures; budget {budget_s:g} s")
+
+    env = peers.child_env(threads)
+    python, logfile = peer["python"], out / "nequip_baseline.log"
+    train = [python, str(WORKER), "train", f"--config={out / 'nequip.yaml'}"]
+    train += [f"--run-dir={run_dir}", f"--threads={threads}", "--", *args.overrides]
+    code = run_logged(train, env, logfile, budget_s + max(3600.0, budget_s))
+    checkpoint = run_dir / "best.ckpt"
+    if code != 0 or not status_path.is_file():
+        raise SystemExit(f"nequip-train failed (exit {code}); see {logfile}")
+    status = json.loads(status_path.read_text())
+    write_json(out / "curve.json", curve(status))
+    if not checkpoint.is_file():
+        raise SystemExit(
+            f"no validation finished within the {budget_s:g} s budget, so there is no "
+            f"checkpoint; give a longer --max-time (see {logfile})"
+        )
+
+    predictions = out / "test_predictions.npz"
+    evaluate = [python, str(WORKER), "eval", f"--checkpoint={checkpoint}"]
+    evaluate += [f"--configs={spec['test_file']}", f"--out={predictions}", f"--threads={threads}"]
+    evaluate.append(f"--batch-size={args.eval_batch_size}")
+    if data["test_stress"]:
+        evaluate.append("--stress")
+    proc = subprocess.run(evaluate, capture_output=True, text=True, env=env, timeout=7200)
+    with logfile.open("a") as sink:
+        sink.write(f"\n$ {' '.join(evaluate)}\n{proc.stdout}{proc.stderr}")
+    if proc.returncode != 0:
+        raise SystemExit(f"evaluation failed: {peers.last_line(proc.stderr)}")
+    info = json.loads(proc.stdout.strip().splitlines()[-1])
+    with np.load(predictions) as arrays:
+        test = data["test"]
+        if [len(s) for s in test] != arrays["num_atoms"].tolist():
+            raise SystemExit("the predictions do not match the test file's structures")
+        stress = arrays["stress"] if "stress" in arrays else None
+        metrics = score(
+            test, arrays["energy"], split_forces(arrays["forces"], arrays["num_atoms"]), stress
+        )
+    best = status["best"] or {}
+    metrics.update(
+        {
+            "dataset": args.dataset,
+            "model": describe(args.size),
+            "size": args.size,
+            "test_file": str(spec["test_file"]),
+            "epochs": status["epochs_done"],
+            "steps": status["steps"],
+            "best_epoch": best.get("epoch"),
+            "best_step": best.get("step"),
+            "validations": len(status["validations"]),
+            "val_every_batches": status["val_every_batches"],
+            "stopped_by": status["stopped_by"],
+            "budget_s": budget_s,
+            "train_s": status["train_s"],
+            "setup_s": status["setup_s"],
+            "eval_s": info["eval_s"],
+            "wall_s": time.perf_counter() - started,
+            "parameters": info["parameters"],
+            "dtype": info["dtype"],
+            "threads": threads,
+            "nequip": peer["versions"].get("nequip"),
+        }
+    )
+    write_json(out / "test_metrics.json", metrics)
+    print(format_metrics(metrics))
+    print(
+        f"{metrics['model']}: {metrics['parameters']:,} parameters; {metrics['epochs']} epochs "
+        f"({metrics['steps']} steps) in {metrics['train_s']:.0f} s of a {budget_s:g} s budget "
+        f"(stopped by {metrics['stopped_by']}; best: epoch {metrics['best_epoch']}, step "
+        f"{metrics['best_step']}); setup {metrics['setup_s']:.0f} s, test "
+        f"{metrics['eval_s']:.0f} s, wall {metrics['wall_s']:.0f} s"
+    )
+    print(f"wrote {out / 'test_metrics.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
