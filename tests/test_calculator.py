@@ -713,6 +713,45 @@ def test_a_failed_compilation_runs_eagerly(model, structures, monkeypatch):
     assert calc.compiled.failed
 
 
+@pytest.mark.parametrize(
+    ("torch_threads", "loop_threads", "expected"),
+    [(1, None, 1), (2, None, 1), (4, None, 4), (2, 3, 3)],
+)
+def test_generated_loops_run_serially_on_few_threads(
+    model, structures, monkeypatch, torch_threads, loop_threads, expected
+):
+    """The compiler's loops get one thread up to SERIAL_LOOPS_UP_TO torch threads (atomic
+    scatters on two cost more than they gain), else torch's count, unless given."""
+    options = {}
+
+    def record(graph, **kwargs):
+        options.update(kwargs.get("options") or {})
+        return graph  # run the traced graph uncompiled
+
+    monkeypatch.setattr(traced_module, "BACKEND", "inductor")
+    monkeypatch.setattr(traced_module.torch, "compile", record)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(torch_threads)
+    try:
+        compiled = traced_module.TracedEnergies(
+            model, differentiable=False, fallback="running eagerly", loop_threads=loop_threads
+        )
+        calc = NEMPCalculator(model, device="cpu")
+        calc.compiled = compiled
+        forces = calc.get_forces(structures.triclinic_bulk())
+    finally:
+        torch.set_num_threads(threads)
+    assert options == {"cpp.threads": expected}
+    assert compiled.num_graphs == 1 and not compiled.failed
+    expected_forces = NEMPCalculator(model, device="cpu").get_forces(structures.triclinic_bulk())
+    np.testing.assert_allclose(forces, expected_forces, rtol=0, atol=1e-10)
+
+
+def test_loop_threads_must_be_positive(model):
+    with pytest.raises(ValueError, match="loop_threads must be at least 1"):
+        traced_module.TracedEnergies(model, differentiable=False, fallback="", loop_threads=0)
+
+
 def test_compile_needs_conservative_forces():
     model = MLANet(MLANetConfig(elements=["H", "O"], channels=8, force_mode="direct"))
     with pytest.raises(ValueError, match="forces are not derivatives of atomic energies"):

@@ -57,6 +57,11 @@ GRAPH_FIELDS: dict[str, int | None] = {
 BACKEND = "inductor"
 #: Graphs traced and compiled per :class:`TracedEnergies` by default.
 MAX_GRAPHS = 2
+#: Up to this many torch threads the generated loops run on one (``loop_threads=None``): on
+#: two threads their atomic scatters made a step slower than on one (1,536 water atoms, the
+#: shipped ``water`` model: 505 µs/atom with two-thread loops, 341 with one-thread loops and
+#: two-thread matrix products, docs/benchmarks.md). More threads than two were not measured.
+SERIAL_LOOPS_UP_TO = 2
 
 
 class GraphKey(NamedTuple):
@@ -139,6 +144,11 @@ class TracedEnergies:
             each call) to the caller: the compiled graph keeps every intermediate of the
             forward pass for the backward one, where the eager model recomputes them there to
             save memory.
+        loop_threads: threads of the loops the compiler generates (inductor's ``cpp.threads``;
+            the matrix products run on torch's threads either way). ``None``: one where torch
+            runs on at most :data:`SERIAL_LOOPS_UP_TO` threads when the graph is compiled,
+            else torch's thread count. On more than one thread the generated scatters add
+            with atomic operations, which cost more than a second thread gains.
 
     Calls return ``None`` where the inputs fit no traced graph and no new one may be traced;
     the caller then runs the eager model. If tracing or compiling fails (no C++ compiler, an
@@ -153,6 +163,7 @@ class TracedEnergies:
         fallback: str,
         max_graphs: int = MAX_GRAPHS,
         memory_bound: bool = False,
+        loop_threads: int | None = None,
     ) -> None:
         reason = untraceable_reason(model)
         if reason is not None:
@@ -161,11 +172,21 @@ class TracedEnergies:
         self.fallback = fallback
         self.max_graphs = max_graphs
         self.memory_bound = memory_bound
+        if loop_threads is not None and loop_threads < 1:
+            raise ValueError(f"loop_threads must be at least 1 (or None), got {loop_threads}")
+        self.loop_threads = loop_threads
         self.energies = _EnergiesOfEdges(model)
         self.names = [name for name, _ in self.energies.named_parameters()]
         self.parameters = [p for _, p in self.energies.named_parameters()]
         self.graphs: dict[GraphKey, list[TracedGraph]] = {}
         self.failed = False
+
+    def threads_of_loops(self) -> int:
+        """Threads of the generated loops of a graph compiled now (see ``loop_threads``)."""
+        if self.loop_threads is not None:
+            return self.loop_threads
+        threads = torch.get_num_threads()
+        return 1 if threads <= SERIAL_LOOPS_UP_TO else threads
 
     def _energy_and_gradient(
         self, parameters: Sequence[torch.Tensor], vectors: torch.Tensor, *fields: torch.Tensor
@@ -242,7 +263,10 @@ class TracedEnergies:
             )
         _remove_detaches(traced)
         guards = shape_env.produce_guards_expression(fakes, ignore_static=False) or ""
-        compiled = torch.compile(traced, backend=BACKEND, dynamic=True)
+        options = None
+        if BACKEND == "inductor":
+            options = {"cpp.threads": self.threads_of_loops()}
+        compiled = torch.compile(traced, backend=BACKEND, dynamic=True, options=options)
         return TracedGraph(compiled, shape_env, guards)
 
     def __call__(
