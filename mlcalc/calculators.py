@@ -180,12 +180,14 @@ class MLCalculator(Calculator):
         compile: run the model through one compiled graph of its energies and their
             gradients (``torch.compile``; see :mod:`mlcalc.models.traced`), traced with
             symbolic numbers of atoms and edges: one graph for every system size, compiled on
-            the first step (about a minute on a CPU), after which steps on one CPU thread are
-            about 1.5× faster here (1,536 water atoms), on two no faster than eager. Worth it
-            for MD on one thread per process, not for single points. Systems above the model's
-            ``recompute_above_edges`` edges (about 10,000 water atoms for NEMP) run eagerly,
-            where the eager model recomputes intermediates to save memory. Models whose forces
-            are derivatives of atomic energies, without charge, spin or long-range terms.
+            the first step (about a minute on a CPU), after which steps are 1.5× faster on
+            one CPU thread and 1.4–1.7× on two here (1,536 water atoms; the generated loops
+            run on one thread up to two torch threads: see
+            :data:`mlcalc.models.traced.SERIAL_LOOPS_UP_TO`). Worth it for MD, not for
+            single points. Systems above the model's ``recompute_above_edges`` edges (about
+            10,000 water atoms for NEMP) run eagerly, where the eager model recomputes
+            intermediates to save memory. Models whose forces are derivatives of atomic
+            energies, without charge, spin or long-range terms.
         dispersion: ``None`` (default: the model alone), ``"d3-bj"`` or ``"d3-zero"``: add
             DFT-D3 with that damping to ``energy``, ``free_energy``, ``forces``, ``stress`` and
             per-atom ``energies`` (needs ``pip install "mlcalc[d3]"``; see
