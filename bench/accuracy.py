@@ -106,6 +106,7 @@ DATASETS: dict[str, tuple[str, str, str]] = {
 MODELS = (
     "nemp",
     "nemp-small",
+    "nemp-small-t1",
     "nemp-c32",
     "nemp-eager",
     "mlanet",
@@ -129,6 +130,8 @@ PEER_BASELINES: dict[str, tuple[str, str | None, str]] = {
 VARIANTS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     # the recipe's NEMP before 2026-12-01: the small preset (8 channels, l <= 1 features)
     "nemp-small": ("nemp", {"preset": "small"}, {}),
+    # the small preset with one interaction: the fastest point of ours on the front
+    "nemp-small-t1": ("nemp", {"preset": "small", "num_interactions": 1}, {}),
     # the recipe's medium preset with twice its channels (32)
     "nemp-c32": ("nemp", {"channels": 32}, {}),
     # the recipe with its training steps run eagerly (before 2026-12-01, or `compile: false`)
@@ -420,6 +423,7 @@ def plot(records: Sequence[dict[str, Any]], prefix: str) -> list[Path]:
     colours = {
         "nemp": "tab:blue",
         "nemp-small": "tab:cyan",
+        "nemp-small-t1": "tab:blue",
         "nemp-c32": "tab:purple",
         "nemp-eager": "tab:olive",
         "mlanet": "tab:green",

@@ -40,6 +40,7 @@ from typing import Any
 SPEED_MODELS: dict[str, tuple[str, ...]] = {
     "nemp": ("shipped-water", "shipped-water-compiled"),
     "nemp-small": ("nemp-small", "nemp-small-compiled"),
+    "nemp-small-t1": ("nemp-small-t1", "nemp-small-t1-compiled"),
     "mlanet": ("shipped-water-mlanet",),
     "mace": ("mace-64",),
     "nequip": ("nequip",),

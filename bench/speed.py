@@ -51,6 +51,13 @@ MODELS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "shipped-water-mlanet": ("registry", {"name": "water-mlanet"}, {}),
     "shipped-water-compiled": ("registry", {"name": "water"}, {"compile": True}),
     "nemp-small-compiled": ("nemp", {"preset": "small"}, {"compile": True}),
+    # the small preset with one interaction (bench/front.py)
+    "nemp-small-t1": ("nemp", {"preset": "small", "num_interactions": 1}, {}),
+    "nemp-small-t1-compiled": (
+        "nemp",
+        {"preset": "small", "num_interactions": 1},
+        {"compile": True},
+    ),
     "nemp-default-compiled": ("nemp", {"preset": "default"}, {"compile": True}),
     "mlanet-l1-direct": ("mlanet", {"lmax": 1, "force_mode": "direct"}, {}),
     "mlanet-l1-conservative": ("mlanet", {"lmax": 1, "force_mode": "conservative"}, {}),
@@ -200,7 +207,8 @@ def build_calculator(model: str, dtype: str, device: str = "cpu") -> Any:
     if architecture == "registry":
         return load_calculator(options["name"], device=device, dtype=dtype, **calculator_options)
     if architecture == "nemp":
-        net = NEMP(NEMPConfig.preset(options["preset"], elements=["H", "O"], cutoff=5.0))
+        fields = {k: v for k, v in options.items() if k != "preset"}
+        net = NEMP(NEMPConfig.preset(options["preset"], elements=["H", "O"], cutoff=5.0, **fields))
     else:
         net = MLANet(MLANetConfig(elements=["H", "O"], cutoff=5.0, **options))
     return CALCULATOR_FOR[architecture](net, device=device, dtype=dtype, **calculator_options)
