@@ -58,7 +58,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,9 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+from mace_worker import write_json  # noqa: E402  (standard library only; bench/ is no package)
+
 WORKER = HERE / "mace_worker.py"
 DATASETS = ("3bpa", "acac", "ethanol", "water", "si")
 #: The MACE architecture: 64x0e+64x1o, r_max 5 Å, 2 interactions, correlation 3.
@@ -100,48 +104,69 @@ def parse_duration(value: str | float) -> float:
     return seconds
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+#: Display name of each peer package (its venv key in ``bench/peers.py``).
+PACKAGE_NAMES = {"mace": "MACE", "nequip": "NequIP", "sevenn": "SevenNet"}
+
+
+def parse_args(
+    argv: Sequence[str] | None = None,
+    package: str = "mace",
+    sizes: Sequence[str] = (),
+    batched_eval: bool = True,
+    trainer_args: bool = True,
+) -> argparse.Namespace:
+    """Arguments of a peer's baseline script (this one and ``bench/nequip_baseline.py``,
+    ``bench/sevenn_baseline.py``). ``package``: the venv and the default output folder
+    ``runs/PACKAGE[-SIZE]-DATASET``; ``sizes``: the ``--size`` choices, the first the default
+    (none: no ``--size``); ``batched_eval``: an ``--eval-batch-size``; ``trainer_args``:
+    arguments after ``--`` go to the peer's trainer verbatim (``args.extra``)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     extra: list[str] = []
     if "--" in argv:
         cut = argv.index("--")
         argv, extra = argv[:cut], argv[cut + 1 :]
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    name = PACKAGE_NAMES[package]
+    parser = argparse.ArgumentParser(description=f"{name} baseline on our data and budget")
     parser.add_argument("dataset", help=f"{', '.join(DATASETS)}, or any name with --config")
     parser.add_argument(
         "--max-time", help="training budget, e.g. 12m (default: max_time of the config)"
     )
     parser.add_argument("--threads", type=int, help="torch threads (default: the config's)")
-    parser.add_argument("--out", type=Path, help="output folder (default runs/mace-DATASET)")
+    if sizes:
+        parser.add_argument("--size", choices=list(sizes), default=sizes[0])
+    parser.add_argument("--out", type=Path, help=f"output folder (default runs/{package}-DATASET)")
     parser.add_argument(
         "--config",
         type=Path,
         help="our config to copy (default examples/configs/DATASET-nemp.yaml)",
     )
     parser.add_argument("--cache", type=Path, default=Path("~/.cache/mlcalc/bench-peers"))
-    parser.add_argument("--skip-setup", action="store_true", help="never install the MACE venv")
+    parser.add_argument("--skip-setup", action="store_true", help=f"never install the {name} venv")
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier run in OUT")
-    parser.add_argument("--eval-batch-size", type=int, default=16)
+    if batched_eval:
+        parser.add_argument("--eval-batch-size", type=int, default=16)
     args = parser.parse_args(argv)
+    args.budget_s = None
     if args.max_time is not None:
         try:
             args.budget_s = parse_duration(args.max_time)
         except ValueError as error:
             parser.error(f"--max-time: {error}")
-    else:
-        args.budget_s = None
     if args.threads is not None and args.threads < 1:
         parser.error("--threads must be >= 1")
-    if args.eval_batch_size < 1:
+    if batched_eval and args.eval_batch_size < 1:
         parser.error("--eval-batch-size must be >= 1")
+    if extra and not trainer_args:
+        parser.error(f"{name}'s trainer takes no arguments after --")
     if args.config is None and args.dataset not in DATASETS:
         parser.error(
             f"dataset {args.dataset!r} has no default config: one of {DATASETS}, or --config"
         )
-    args.out = args.out or Path("runs") / f"mace-{args.dataset}"
+    folder = package if not sizes or args.size == sizes[0] else f"{package}-{args.size}"
+    args.out = args.out or Path("runs") / f"{folder}-{args.dataset}"
     args.config = args.config or ROOT / "examples" / "configs" / f"{args.dataset}-nemp.yaml"
     args.cache = args.cache.expanduser()
-    args.mace_args = extra
+    args.extra = extra
     return args
 
 
@@ -404,14 +429,24 @@ def run_logged(command: list[str], env: dict[str, str], log: Path, limit_s: floa
                 watchdog.cancel()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    started = time.perf_counter()
-    sys.path.insert(0, str(HERE))
-    import peers  # bench/peers.py: the MACE venv
+@dataclass
+class Run:
+    """A baseline run's settings once its folder and the peer's venv are ready."""
 
-    def log(message: str) -> None:
-        print(f"mace_baseline: {message}", file=sys.stderr, flush=True)
+    spec: dict[str, Any]  # load_spec's, budget resolved
+    budget_s: float
+    threads: int
+    out: Path  # the output folder, absolute
+    peer: dict[str, Any]  # bench/peers.py's setup_peer result: python, versions
+    record: dict[str, Any]  # written to the marker file
+
+
+def start_run(
+    args: argparse.Namespace, package: str, marker: str, log: Callable[[str], None]
+) -> Run:
+    """Resolve the budget and threads, clear or create the output folder (holding ``marker``),
+    set up the ``package`` venv and write the marker record."""
+    import peers  # bench/peers.py: the peer venvs
 
     spec = load_spec(args.config, args.max_time)
     budget_s = args.budget_s
@@ -421,30 +456,69 @@ def main(argv: Sequence[str] | None = None) -> int:
         budget_s = parse_duration(spec["max_time"])
     threads = args.threads or spec["threads"]
     out = args.out.resolve()
-    prepare_out(out, args.overwrite)
-    peer = peers.setup_peer(args.cache, "mace", args.skip_setup, log)
+    prepare_out(out, args.overwrite, marker)
+    name = PACKAGE_NAMES[package]
+    peer = peers.setup_peer(args.cache, package, args.skip_setup, log)
     if "error" in peer:
-        raise SystemExit(f"MACE venv: {peer['error']}")
-    log(f"MACE venv {peer['python']}: {peer['versions']}")
+        raise SystemExit(f"{name} venv: {peer['error']}")
+    log(f"{name} venv {peer['python']}: {peer['versions']}")
     record: dict[str, Any] = {
         "dataset": args.dataset,
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "command": [sys.executable, *sys.argv],
         **{k: str(v) if isinstance(v, Path) else v for k, v in spec.items()},
+        **({"size": args.size} if hasattr(args, "size") else {}),
         "budget_s": budget_s,
         "threads": threads,
         "versions": peer["versions"],
     }
-    (out / MARKER).write_text(json.dumps(record, indent=1))
+    write_json(out / marker, record)
+    return Run(spec, budget_s, threads, out, peer, record)
+
+
+def evaluate_test(
+    command: list[str], data: dict[str, Any], env: dict[str, str], log: Path, predictions: Path
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run a worker's ``eval`` ``command`` (its output appended to ``log``), which writes
+    ``predictions`` for ``data["test"]``, and score them: ``(metrics, the worker's info)``."""
+    import peers
+
+    proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=7200)
+    with log.open("a") as sink:
+        sink.write(f"\n$ {' '.join(command)}\n{proc.stdout}{proc.stderr}")
+    if proc.returncode != 0:
+        raise SystemExit(f"evaluation failed: {peers.last_line(proc.stderr)}")
+    info = json.loads(proc.stdout.strip().splitlines()[-1])
+    with np.load(predictions) as arrays:
+        test = data["test"]
+        if [len(s) for s in test] != arrays["num_atoms"].tolist():
+            raise SystemExit("the predictions do not match the test file's structures")
+        stress = arrays["stress"] if "stress" in arrays else None
+        forces = split_forces(arrays["forces"], arrays["num_atoms"])
+        metrics = score(test, arrays["energy"], forces, stress)
+    return metrics, info
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    import peers  # bench/peers.py: the MACE venv
+
+    def log(message: str) -> None:
+        print(f"mace_baseline: {message}", file=sys.stderr, flush=True)
+
+    run = start_run(args, "mace", MARKER, log)
+    spec, out, budget_s, threads = run.spec, run.out, run.budget_s, run.threads
+    peer, record = run.peer, run.record
 
     data = prepare(spec, out / "data")
     spec["batch_size"] = data["batch_size"]
     record["batch_size"] = data["batch_size"]
-    mace_args = mace_command(spec, out / "data", out, data["e0s"], data["stress"], args.mace_args)
+    mace_args = mace_command(spec, out / "data", out, data["e0s"], data["stress"], args.extra)
     record.update(
         n_train=data["train"], n_valid=data["valid"], e0s_argument=data["e0s"], mace_args=mace_args
     )
-    (out / MARKER).write_text(json.dumps(record, indent=1))
+    write_json(out / MARKER, record)
     log(f"{data['train']} training / {data['valid']} validation structures; budget {budget_s:g} s")
 
     env = peers.child_env(threads)
@@ -463,20 +537,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     evaluate.append(f"--batch-size={args.eval_batch_size}")
     if data["test_stress"]:
         evaluate.append("--stress")
-    proc = subprocess.run(evaluate, capture_output=True, text=True, env=env, timeout=7200)
-    with (out / "mace_baseline.log").open("a") as sink:
-        sink.write(f"\n$ {' '.join(evaluate)}\n{proc.stdout}{proc.stderr}")
-    if proc.returncode != 0:
-        raise SystemExit(f"evaluation failed: {peers.last_line(proc.stderr)}")
-    info = json.loads(proc.stdout.strip().splitlines()[-1])
-    with np.load(predictions) as arrays:
-        test = data["test"]
-        if [len(s) for s in test] != arrays["num_atoms"].tolist():
-            raise SystemExit("the predictions do not match the test file's structures")
-        stress = arrays["stress"] if "stress" in arrays else None
-        metrics = score(
-            test, arrays["energy"], split_forces(arrays["forces"], arrays["num_atoms"]), stress
-        )
+    metrics, info = evaluate_test(evaluate, data, env, out / "mace_baseline.log", predictions)
     metrics.update(
         {
             "dataset": args.dataset,
@@ -497,7 +558,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "mace_torch": peer["versions"].get("mace-torch"),
         }
     )
-    (out / "test_metrics.json").write_text(json.dumps(metrics, indent=1))
+    write_json(out / "test_metrics.json", metrics)
     print(format_metrics(metrics))
     print(
         f"MACE {metrics['parameters']:,} parameters; {metrics['epochs']} epochs in "

@@ -35,33 +35,26 @@ force RMSE meV/Å], ...]``, one per validation, none for the untrained model),
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import math
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 from _peer_worker import CUTOFF, PEER_CONFIGS  # noqa: E402  (standard library only at import)
 from mace_baseline import (  # noqa: E402  (bench/ is not a package)
-    DATASETS,
+    evaluate_test,
     format_metrics,
-    load_spec,
-    parse_duration,
     prepare,
-    prepare_out,
     run_logged,
-    score,
-    split_forces,
+    start_run,
 )
+from mace_baseline import parse_args as baseline_arguments  # noqa: E402
 from nequip_worker import FORCES_RMSE, write_json  # noqa: E402  (standard library only)
 
 WORKER = HERE / "nequip_worker.py"
@@ -97,49 +90,8 @@ KEY_MAPPING = {"REF_energy": "total_energy", "REF_forces": "forces", "REF_stress
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    extra: list[str] = []
-    if "--" in argv:
-        cut = argv.index("--")
-        argv, extra = argv[:cut], argv[cut + 1 :]
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
-    parser.add_argument("dataset", help=f"{', '.join(DATASETS)}, or any name with --config")
-    parser.add_argument(
-        "--max-time", help="training budget, e.g. 12m (default: max_time of the config)"
-    )
-    parser.add_argument("--threads", type=int, help="torch threads (default: the config's)")
-    parser.add_argument("--size", choices=sorted(SIZES), default="default")
-    parser.add_argument("--out", type=Path, help="output folder (default runs/nequip-DATASET)")
-    parser.add_argument(
-        "--config",
-        type=Path,
-        help="our config to copy (default examples/configs/DATASET-nemp.yaml)",
-    )
-    parser.add_argument("--cache", type=Path, default=Path("~/.cache/mlcalc/bench-peers"))
-    parser.add_argument("--skip-setup", action="store_true", help="never install the NequIP venv")
-    parser.add_argument("--overwrite", action="store_true", help="replace an earlier run in OUT")
-    parser.add_argument("--eval-batch-size", type=int, default=16)
-    args = parser.parse_args(argv)
-    args.budget_s = None
-    if args.max_time is not None:
-        try:
-            args.budget_s = parse_duration(args.max_time)
-        except ValueError as error:
-            parser.error(f"--max-time: {error}")
-    if args.threads is not None and args.threads < 1:
-        parser.error("--threads must be >= 1")
-    if args.eval_batch_size < 1:
-        parser.error("--eval-batch-size must be >= 1")
-    if args.config is None and args.dataset not in DATASETS:
-        parser.error(
-            f"dataset {args.dataset!r} has no default config: one of {DATASETS}, or --config"
-        )
-    name = "nequip" if args.size == "default" else f"nequip-{args.size}"
-    args.out = args.out or Path("runs") / f"{name}-{args.dataset}"
-    args.config = args.config or ROOT / "examples" / "configs" / f"{args.dataset}-nemp.yaml"
-    args.cache = args.cache.expanduser()
-    args.overrides = extra
-    return args
+    """The baseline's arguments (``mace_baseline.parse_args``; after ``--``: hydra overrides)."""
+    return baseline_arguments(argv, "nequip", sizes=list(SIZES))
 
 
 def describe(size: str) -> str:
@@ -298,30 +250,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     def log(message: str) -> None:
         print(f"nequip_baseline: {message}", file=sys.stderr, flush=True)
 
-    spec = load_spec(args.config, args.max_time)
-    budget_s = args.budget_s
-    if budget_s is None:
-        if spec["max_time"] is None:
-            raise SystemExit(f"{args.config} has no max_time; give --max-time")
-        budget_s = parse_duration(spec["max_time"])
-    threads = args.threads or spec["threads"]
-    out = args.out.resolve()
-    prepare_out(out, args.overwrite, MARKER)
-    peer = peers.setup_peer(args.cache, "nequip", args.skip_setup, log)
-    if "error" in peer:
-        raise SystemExit(f"NequIP venv: {peer['error']}")
-    log(f"NequIP venv {peer['python']}: {peer['versions']}")
-    record: dict[str, Any] = {
-        "dataset": args.dataset,
-        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "command": [sys.executable, *sys.argv],
-        **{k: str(v) if isinstance(v, Path) else v for k, v in spec.items()},
-        "size": args.size,
-        "budget_s": budget_s,
-        "threads": threads,
-        "versions": peer["versions"],
-    }
-    write_json(out / MARKER, record)
+    run = start_run(args, "nequip", MARKER, log)
+    spec, out, budget_s, threads = run.spec, run.out, run.budget_s, run.threads
+    peer, record = run.peer, run.record
 
     data = prepare(spec, out / "data")
     spec["batch_size"] = data["batch_size"]
@@ -340,7 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     env = peers.child_env(threads)
     python, logfile = peer["python"], out / "nequip_baseline.log"
     train = [python, str(WORKER), "train", f"--config={out / 'nequip.yaml'}"]
-    train += [f"--run-dir={run_dir}", f"--threads={threads}", "--", *args.overrides]
+    train += [f"--run-dir={run_dir}", f"--threads={threads}", "--", *args.extra]
     code = run_logged(train, env, logfile, budget_s + max(3600.0, budget_s))
     checkpoint = run_dir / "best.ckpt"
     if code != 0 or not status_path.is_file():
@@ -359,20 +290,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     evaluate.append(f"--batch-size={args.eval_batch_size}")
     if data["test_stress"]:
         evaluate.append("--stress")
-    proc = subprocess.run(evaluate, capture_output=True, text=True, env=env, timeout=7200)
-    with logfile.open("a") as sink:
-        sink.write(f"\n$ {' '.join(evaluate)}\n{proc.stdout}{proc.stderr}")
-    if proc.returncode != 0:
-        raise SystemExit(f"evaluation failed: {peers.last_line(proc.stderr)}")
-    info = json.loads(proc.stdout.strip().splitlines()[-1])
-    with np.load(predictions) as arrays:
-        test = data["test"]
-        if [len(s) for s in test] != arrays["num_atoms"].tolist():
-            raise SystemExit("the predictions do not match the test file's structures")
-        stress = arrays["stress"] if "stress" in arrays else None
-        metrics = score(
-            test, arrays["energy"], split_forces(arrays["forces"], arrays["num_atoms"]), stress
-        )
+    metrics, info = evaluate_test(evaluate, data, env, logfile, predictions)
     best = status["best"] or {}
     metrics.update(
         {

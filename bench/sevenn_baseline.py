@@ -44,33 +44,27 @@ from __future__ import annotations
 
 import argparse
 import csv
-import datetime
 import io
 import json
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from mace_baseline import (  # noqa: E402  (bench/ is not a package)
-    DATASETS,
     MILLI,
+    evaluate_test,
     format_metrics,
-    load_spec,
-    parse_duration,
     prepare,
-    prepare_out,
     run_logged,
-    score,
-    split_forces,
+    start_run,
 )
+from mace_baseline import parse_args as baseline_arguments  # noqa: E402
 from mace_worker import write_json  # noqa: E402  (standard library only)
 
 ROOT = HERE.parent
@@ -111,39 +105,10 @@ MARKER = "sevenn_baseline.json"
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
-    parser.add_argument("dataset", help=f"{', '.join(DATASETS)}, or any name with --config")
-    parser.add_argument(
-        "--max-time", help="training budget, e.g. 12m (default: max_time of the config)"
-    )
-    parser.add_argument("--size", choices=sorted(MODEL_SIZES), default="default")
-    parser.add_argument("--threads", type=int, help="torch threads (default: the config's)")
-    parser.add_argument("--out", type=Path, help="output folder (default runs/sevenn-DATASET)")
-    parser.add_argument(
-        "--config",
-        type=Path,
-        help="our config to copy (default examples/configs/DATASET-nemp.yaml)",
-    )
-    parser.add_argument("--cache", type=Path, default=Path("~/.cache/mlcalc/bench-peers"))
-    parser.add_argument("--skip-setup", action="store_true", help="never install the venv")
-    parser.add_argument("--overwrite", action="store_true", help="replace an earlier run in OUT")
-    args = parser.parse_args(argv)
-    args.budget_s = None
-    if args.max_time is not None:
-        try:
-            args.budget_s = parse_duration(args.max_time)
-        except ValueError as error:
-            parser.error(f"--max-time: {error}")
-    if args.threads is not None and args.threads < 1:
-        parser.error("--threads must be >= 1")
-    if args.config is None and args.dataset not in DATASETS:
-        parser.error(
-            f"dataset {args.dataset!r} has no default config: one of {DATASETS}, or --config"
-        )
-    args.out = args.out or Path("runs") / f"sevenn-{args.dataset}"
-    args.config = args.config or ROOT / "examples" / "configs" / f"{args.dataset}-nemp.yaml"
-    args.cache = args.cache.expanduser()
-    return args
+    """The baseline's arguments (``mace_baseline.parse_args``; SevenNet's ASE calculator scores
+    the test frames one at a time, and its trainer takes no extra arguments)."""
+    sizes = list(MODEL_SIZES)
+    return baseline_arguments(argv, "sevenn", sizes, batched_eval=False, trainer_args=False)
 
 
 def atomic_energies(e0s: Any, data: Path) -> dict[str, float]:
@@ -230,30 +195,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     def log(message: str) -> None:
         print(f"sevenn_baseline: {message}", file=sys.stderr, flush=True)
 
-    spec = load_spec(args.config, args.max_time)
-    budget_s = args.budget_s
-    if budget_s is None:
-        if spec["max_time"] is None:
-            raise SystemExit(f"{args.config} has no max_time; give --max-time")
-        budget_s = parse_duration(spec["max_time"])
-    threads = args.threads or spec["threads"]
-    out = args.out.resolve()
-    prepare_out(out, args.overwrite, MARKER)
-    peer = peers.setup_peer(args.cache, "sevenn", args.skip_setup, log)
-    if "error" in peer:
-        raise SystemExit(f"SevenNet venv: {peer['error']}")
-    log(f"SevenNet venv {peer['python']}: {peer['versions']}")
-    record: dict[str, Any] = {
-        "dataset": args.dataset,
-        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "command": [sys.executable, *sys.argv],
-        **{k: str(v) if isinstance(v, Path) else v for k, v in spec.items()},
-        "size": args.size,
-        "budget_s": budget_s,
-        "threads": threads,
-        "versions": peer["versions"],
-    }
-    write_json(out / MARKER, record)
+    run = start_run(args, "sevenn", MARKER, log)
+    spec, out, budget_s, threads = run.spec, run.out, run.budget_s, run.threads
+    peer, record = run.peer, run.record
 
     data = prepare(spec, out / "data")
     spec["batch_size"] = data["batch_size"]
@@ -291,20 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     evaluate += [f"--configs={spec['test_file']}", f"--out={predictions}", f"--threads={threads}"]
     if data["test_stress"]:
         evaluate.append("--stress")
-    proc = subprocess.run(evaluate, capture_output=True, text=True, env=env, timeout=7200)
-    with (out / "sevenn_baseline.log").open("a") as sink:
-        sink.write(f"\n$ {' '.join(evaluate)}\n{proc.stdout}{proc.stderr}")
-    if proc.returncode != 0:
-        raise SystemExit(f"evaluation failed: {peers.last_line(proc.stderr)}")
-    info = json.loads(proc.stdout.strip().splitlines()[-1])
-    with np.load(predictions) as arrays:
-        test = data["test"]
-        if [len(s) for s in test] != arrays["num_atoms"].tolist():
-            raise SystemExit("the predictions do not match the test file's structures")
-        stress = arrays["stress"] if "stress" in arrays else None
-        metrics = score(
-            test, arrays["energy"], split_forces(arrays["forces"], arrays["num_atoms"]), stress
-        )
+    metrics, info = evaluate_test(evaluate, data, env, out / "sevenn_baseline.log", predictions)
     metrics.update(
         {
             "dataset": args.dataset,

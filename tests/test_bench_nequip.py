@@ -44,13 +44,13 @@ def spec(**changes: Any) -> dict[str, Any]:
 def test_arguments() -> None:
     args = nb.parse_args(["ethanol"])
     assert args.size == "default" and args.out == Path("runs/nequip-ethanol")
-    assert args.budget_s is None and args.overrides == []
+    assert args.budget_s is None and args.extra == []
     assert args.config == nb.ROOT / "examples/configs/ethanol-nemp.yaml"
     args = nb.parse_args(
         ["si", "--max-time", "2m", "--size", "l2", "--skip-setup", "--", "trainer.max_epochs=3"]
     )
     assert args.budget_s == 120.0 and args.out == Path("runs/nequip-l2-si") and args.skip_setup
-    assert args.overrides == ["trainer.max_epochs=3"]
+    assert args.extra == ["trainer.max_epochs=3"]
     for bad in (
         ["nope"],
         ["si", "--size", "l3"],

@@ -42,7 +42,13 @@ def test_arguments() -> None:
 
 @pytest.mark.parametrize(
     "argv",
-    [["nope"], ["si", "--size", "l3"], ["si", "--max-time", "soon"], ["si", "--threads", "0"]],
+    [
+        ["nope"],
+        ["si", "--size", "l3"],
+        ["si", "--max-time", "soon"],
+        ["si", "--threads", "0"],
+        ["si", "--", "epochs=3"],  # SevenNet's trainer takes no extra arguments
+    ],
 )
 def test_bad_arguments_exit(argv: list[str]) -> None:
     with pytest.raises(SystemExit):
@@ -190,24 +196,6 @@ def test_stress_labels_become_voigt() -> None:
         6,
     )
     worker.read_voigt_stress(None, frames[1:])  # no stress key: nothing to do
-
-
-def test_output_folder_guard(tmp_path: Path) -> None:
-    """mace_baseline.prepare_out with SevenNet's marker clears only an earlier SevenNet run."""
-    out = tmp_path / "run"
-    sb.prepare_out(out, False, sb.MARKER)
-    (out / "x").write_text("x")
-    with pytest.raises(SystemExit, match="not empty"):
-        sb.prepare_out(out, False, sb.MARKER)
-    with pytest.raises(SystemExit, match=r"has no sevenn_baseline\.json"):
-        sb.prepare_out(out, True, sb.MARKER)  # not a run of ours
-    (out / "mace_baseline.json").write_text("{}")
-    with pytest.raises(SystemExit, match=r"has no sevenn_baseline\.json"):
-        sb.prepare_out(out, True, sb.MARKER)  # a MACE run is not ours to clear
-    (out / "mace_baseline.json").unlink()
-    (out / sb.MARKER).write_text("{}")
-    sb.prepare_out(out, True, sb.MARKER)
-    assert out.is_dir() and not any(out.iterdir())
 
 
 @pytest.mark.skipif(

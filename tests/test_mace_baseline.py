@@ -36,12 +36,12 @@ def test_arguments_defaults_and_passthrough() -> None:
     assert args.budget_s is None and args.threads is None
     assert args.out == Path("runs/mace-ethanol")
     assert args.config == mb.ROOT / "examples/configs/ethanol-nemp.yaml"
-    assert args.mace_args == []
+    assert args.extra == []
     args = mb.parse_args(
         ["si", "--max-time", "12m", "--threads", "2", "--out", "x", "--", "--lr=0.005"]
     )
     assert args.budget_s == 720.0 and args.threads == 2 and args.out == Path("x")
-    assert args.mace_args == ["--lr=0.005"]
+    assert args.extra == ["--lr=0.005"]
 
 
 @pytest.mark.parametrize(
@@ -206,9 +206,11 @@ def test_output_folder_guard(tmp_path: Path) -> None:
     (out / "something").write_text("x")
     with pytest.raises(SystemExit, match="not empty"):
         mb.prepare_out(out, overwrite=False)
-    with pytest.raises(SystemExit, match="not made by"):
+    with pytest.raises(SystemExit, match=r"has no mace_baseline\.json"):
         mb.prepare_out(out, overwrite=True)
     (out / mb.MARKER).write_text("{}")
+    with pytest.raises(SystemExit, match=r"has no sevenn_baseline\.json"):
+        mb.prepare_out(out, True, "sevenn_baseline.json")  # a MACE run: not SevenNet's to clear
     mb.prepare_out(out, overwrite=True)
     assert out.is_dir() and not any(out.iterdir())
 
