@@ -41,6 +41,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -150,9 +151,55 @@ def train(budget_s: float, status_path: Path, mace_args: list[str]) -> int:
     return 0
 
 
+def add_eval_command(sub: Any, model_flag: str, batched: bool = True) -> None:
+    """The ``eval`` mode's arguments, shared by the peer workers: the trained model
+    (``model_flag``), the frames, the output file, stress, threads (and a batch size)."""
+    p_eval = sub.add_parser("eval")
+    p_eval.add_argument(model_flag, type=Path, required=True)
+    p_eval.add_argument("--configs", type=Path, required=True)
+    p_eval.add_argument("--out", type=Path, required=True)
+    if batched:
+        p_eval.add_argument("--batch-size", type=int, default=16)
+    p_eval.add_argument("--stress", action="store_true")
+    p_eval.add_argument("--threads", type=int, default=1)
+
+
+def save_predictions(
+    out: Path,
+    frames: Sequence[Any],
+    energies: Sequence[Any],
+    forces: Sequence[Any],
+    stresses: Sequence[Any],
+    parameters: int,
+    dtype: Any,
+    start: float,
+) -> int:
+    """Save the predictions for ``frames`` to ``out`` (``.npz``: ``energy [B]`` eV,
+    ``forces [N, 3]`` eV/Å, ``num_atoms [B]``, and ``stress [B, 3, 3]`` eV/Å³ with ASE's sign
+    where ``stresses`` is not empty), each list in per-batch or per-frame pieces, and print
+    one JSON line: parameters, dtype, structures, ``eval_s`` since ``start``."""
+    import numpy as np
+
+    arrays = {
+        "energy": np.concatenate([np.ravel(e) for e in energies]).astype(np.float64),
+        "forces": np.concatenate([np.reshape(f, (-1, 3)) for f in forces]).astype(np.float64),
+        "num_atoms": np.array([len(atoms) for atoms in frames]),
+    }
+    if stresses:
+        arrays["stress"] = np.concatenate([np.reshape(s, (-1, 3, 3)) for s in stresses])
+    np.savez(out, **arrays)
+    info = {
+        "parameters": int(parameters),
+        "dtype": str(dtype).removeprefix("torch."),
+        "structures": len(frames),
+        "eval_s": time.time() - start,
+    }
+    print(json.dumps(info), flush=True)
+    return 0
+
+
 def evaluate(model_path: Path, configs: Path, out: Path, batch_size: int, stress: bool) -> int:
     import ase.io
-    import numpy as np
     import torch
     from mace import data
     from mace.tools import torch_geometric, utils
@@ -183,22 +230,7 @@ def evaluate(model_path: Path, configs: Path, out: Path, batch_size: int, stress
         forces.append(output["forces"].detach().double().numpy())
         if stress:
             stresses.append(output["stress"].detach().double().numpy())
-    arrays = {
-        "energy": np.concatenate(energies),
-        "forces": np.concatenate(forces),
-        "num_atoms": np.array([len(atoms) for atoms in frames]),
-    }
-    if stress:
-        arrays["stress"] = np.concatenate(stresses)
-    np.savez(out, **arrays)
-    info = {
-        "parameters": int(parameters),
-        "dtype": str(dtype).removeprefix("torch."),
-        "structures": len(frames),
-        "eval_s": time.time() - start,
-    }
-    print(json.dumps(info), flush=True)
-    return 0
+    return save_predictions(out, frames, energies, forces, stresses, parameters, dtype, start)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -213,13 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     p_train.add_argument("--budget-s", type=float, required=True)
     p_train.add_argument("--status", type=Path, required=True)
     p_train.add_argument("--threads", type=int, default=1)
-    p_eval = sub.add_parser("eval")
-    p_eval.add_argument("--model", type=Path, required=True)
-    p_eval.add_argument("--configs", type=Path, required=True)
-    p_eval.add_argument("--out", type=Path, required=True)
-    p_eval.add_argument("--batch-size", type=int, default=16)
-    p_eval.add_argument("--stress", action="store_true")
-    p_eval.add_argument("--threads", type=int, default=1)
+    add_eval_command(sub, "--model")
     args = parser.parse_args(argv)
     import torch
 

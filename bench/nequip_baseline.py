@@ -55,7 +55,8 @@ from mace_baseline import (  # noqa: E402  (bench/ is not a package)
     start_run,
 )
 from mace_baseline import parse_args as baseline_arguments  # noqa: E402
-from nequip_worker import FORCES_RMSE, write_json  # noqa: E402  (standard library only)
+from mace_worker import write_json  # noqa: E402  (standard library only)
+from nequip_worker import FORCES_RMSE  # noqa: E402  (standard library only at import)
 
 WORKER = HERE / "nequip_worker.py"
 #: ``NequIPGNNModel`` size per ``--size``. They must be the speed worker's: the default is

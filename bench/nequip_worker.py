@@ -48,15 +48,20 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import math
-import os
 import signal
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from mace_worker import (  # bench/ is on sys.path (the script's folder); standard library only
+    BudgetReached,
+    add_eval_command,
+    save_predictions,
+    write_json,
+)
 
 STARTED = time.time()
 #: About this many validations fit in the budget at least (where epochs are long).
@@ -65,18 +70,6 @@ MIN_VALIDATIONS = 10
 PACE_BATCHES = 5
 #: The validation metric of the learning curve (eV/Å), as NequIP logs it.
 FORCES_RMSE = "val0_epoch/forces_rmse"
-
-
-class BudgetReached(BaseException):
-    """Raised in the training loop at the deadline. A BaseException, so that hydra (which
-    reports every ``Exception``) lets it through to :func:`train`."""
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Write ``data`` to ``path`` atomically (a temporary file, then ``os.replace``)."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
 
 
 def validation_interval(
@@ -273,7 +266,6 @@ def train(config: Path, run_dir: Path, overrides: list[str]) -> int:
 
 def evaluate(checkpoint: Path, configs: Path, out: Path, batch_size: int, stress: bool) -> int:
     import ase.io
-    import numpy as np
     from ase import Atoms
     from nequip.data import AtomicDataDict, from_ase
     from nequip.integrations.utils import basic_transforms
@@ -308,22 +300,7 @@ def evaluate(checkpoint: Path, configs: Path, out: Path, batch_size: int, stress
         forces.append(output[AtomicDataDict.FORCE_KEY].detach().double().numpy())
         if stress:
             stresses.append(output[AtomicDataDict.STRESS_KEY].detach().double().numpy())
-    arrays = {
-        "energy": np.concatenate(energies).reshape(-1),
-        "forces": np.concatenate(forces),
-        "num_atoms": np.array([len(atoms) for atoms in frames]),
-    }
-    if stress:
-        arrays["stress"] = np.concatenate(stresses).reshape(-1, 3, 3)
-    np.savez(out, **arrays)
-    info = {
-        "parameters": int(parameters),
-        "dtype": dtype,
-        "structures": len(frames),
-        "eval_s": time.time() - start,
-    }
-    print(json.dumps(info), flush=True)
-    return 0
+    return save_predictions(out, frames, energies, forces, stresses, parameters, dtype, start)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -338,13 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     p_train.add_argument("--config", type=Path, required=True)
     p_train.add_argument("--run-dir", type=Path, required=True)
     p_train.add_argument("--threads", type=int, default=1)
-    p_eval = sub.add_parser("eval")
-    p_eval.add_argument("--checkpoint", type=Path, required=True)
-    p_eval.add_argument("--configs", type=Path, required=True)
-    p_eval.add_argument("--out", type=Path, required=True)
-    p_eval.add_argument("--batch-size", type=int, default=16)
-    p_eval.add_argument("--stress", action="store_true")
-    p_eval.add_argument("--threads", type=int, default=1)
+    add_eval_command(sub, "--checkpoint")
     args = parser.parse_args(argv)
     import torch
 

@@ -40,7 +40,6 @@ saves them to an ``.npz``; it prints one JSON line with the parameter count and 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import signal
 import sys
@@ -49,7 +48,12 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from mace_worker import BudgetReached, write_json  # bench/ is on sys.path (script folder)
+from mace_worker import (  # bench/ is on sys.path (script folder)
+    BudgetReached,
+    add_eval_command,
+    save_predictions,
+    write_json,
+)
 
 STARTED = time.time()
 
@@ -229,22 +233,7 @@ def evaluate(checkpoint: Path, configs: Path, out: Path, stress: bool) -> int:
         forces.append(np.asarray(calc.results["forces"], dtype=np.float64))
         if stress:  # SevenNet's calculator gives ASE's Voigt stress (sign and order), eV/Å³
             stresses.append(voigt_6_to_full_3x3_stress(calc.results["stress"]))
-    arrays = {
-        "energy": np.array(energies),
-        "forces": np.concatenate(forces),
-        "num_atoms": np.array([len(atoms) for atoms in frames]),
-    }
-    if stress:
-        arrays["stress"] = np.array(stresses)
-    np.savez(out, **arrays)
-    info = {
-        "parameters": int(parameters),
-        "dtype": str(dtype).removeprefix("torch."),
-        "structures": len(frames),
-        "eval_s": time.time() - start,
-    }
-    print(json.dumps(info), flush=True)
-    return 0
+    return save_predictions(out, frames, energies, forces, stresses, parameters, dtype, start)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -257,12 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     p_train.add_argument("--status", type=Path, required=True)
     p_train.add_argument("--valid-every", type=int, default=sys.maxsize, help="steps at most")
     p_train.add_argument("--threads", type=int, default=1)
-    p_eval = sub.add_parser("eval")
-    p_eval.add_argument("--checkpoint", type=Path, required=True)
-    p_eval.add_argument("--configs", type=Path, required=True)
-    p_eval.add_argument("--out", type=Path, required=True)
-    p_eval.add_argument("--stress", action="store_true")
-    p_eval.add_argument("--threads", type=int, default=1)
+    add_eval_command(sub, "--checkpoint", batched=False)
     args = parser.parse_args(argv)
     import torch
 
