@@ -36,12 +36,13 @@ an ``.npz``; it prints one JSON line with the parameter count and timing.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,52 @@ STARTED = time.time()
 class BudgetReached(BaseException):
     """Raised in the training loop at the deadline. A BaseException, so that MACE's
     ``except Exception`` blocks (plotting, logging) cannot swallow it."""
+
+
+class Deadline:
+    r"""A wall-clock budget on a training loop, shared by the peer workers: once :meth:`arm`\ed,
+    a SIGALRM at the budget (or a SIGTERM/SIGINT from outside) raises :class:`BudgetReached`
+    wherever the loop is, except inside :meth:`saving` (a checkpoint being written), after
+    which it is raised."""
+
+    SIGNALS = (signal.SIGALRM, signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.writing = 0  # > 0 while a checkpoint is being written
+        self.pending: list[str] = []  # why training must stop, once it safely can
+        self.handlers: dict[int, Any] = {}
+
+    def stop(self, signum: int, _frame: Any = None) -> None:
+        """Signal handler: stop now, or after the checkpoint being written."""
+        reason = "budget" if signum == signal.SIGALRM else f"signal {signal.Signals(signum).name}"
+        if not self.pending:
+            self.pending.append(reason)
+        if not self.writing:
+            raise BudgetReached(reason)
+
+    @contextlib.contextmanager
+    def saving(self) -> Iterator[None]:
+        """Hold the stop while a checkpoint is written; raise it once the write is done."""
+        self.writing += 1
+        try:
+            yield
+        finally:
+            self.writing -= 1
+        if self.pending and not self.writing:
+            raise BudgetReached(self.pending[0])
+
+    def arm(self, budget_s: float) -> None:
+        """Install the handlers and start the alarm (seconds)."""
+        for signum in self.SIGNALS:
+            self.handlers[signum] = signal.signal(signum, self.stop)
+        signal.setitimer(signal.ITIMER_REAL, budget_s)
+
+    def disarm(self) -> None:
+        """Stop the alarm and put the previous handlers back."""
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        for signum, handler in self.handlers.items():
+            signal.signal(signum, handler)
+        self.handlers = {}
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
@@ -74,27 +121,13 @@ def train(budget_s: float, status_path: Path, mace_args: list[str]) -> int:
         "best_epoch": None,
         "stopped_by": None,
     }
-    saving = [0]  # > 0 while a checkpoint is being written
-    pending: list[str] = []  # why training must stop, once it safely can
-
-    def stop(signum: int, _frame: Any) -> None:
-        reason = "budget" if signum == signal.SIGALRM else f"signal {signal.Signals(signum).name}"
-        if not pending:
-            pending.append(reason)
-        if not saving[0]:
-            raise BudgetReached(reason)
-
+    deadline = Deadline()
     original_save = CheckpointHandler.save
 
     def save(self: Any, *args: Any, **kwargs: Any) -> None:
-        saving[0] += 1
-        try:
+        with deadline.saving():
             original_save(self, *args, **kwargs)
             status["best_epoch"] = kwargs.get("epochs", args[1] if len(args) > 1 else None)
-        finally:
-            saving[0] -= 1
-        if pending and not saving[0]:
-            raise BudgetReached(pending[0])
 
     original_epoch = train_module.train_one_epoch
 
@@ -108,21 +141,15 @@ def train(budget_s: float, status_path: Path, mace_args: list[str]) -> int:
     def timed_train(*args: Any, **kwargs: Any) -> None:
         start = time.time()
         status["setup_s"] = start - STARTED
-        previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
-        for signum in (signal.SIGALRM, signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, stop)
         print(f"mace_worker: training loop started, budget {budget_s:g} s", flush=True)
-        signal.setitimer(signal.ITIMER_REAL, budget_s)
+        deadline.arm(budget_s)
         try:
             original_train(*args, **kwargs)
             status["stopped_by"] = "MACE itself (max_num_epochs or patience)"
         except BudgetReached as reached:
             status["stopped_by"] = str(reached)
         finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, signal.SIG_DFL)
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
+            deadline.disarm()
             status["train_s"] = time.time() - start
         print(
             f"mace_worker: training stopped ({status['stopped_by']}) after "

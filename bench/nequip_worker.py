@@ -49,7 +49,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
-import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -58,6 +57,7 @@ from typing import Any
 
 from mace_worker import (  # bench/ is on sys.path (the script's folder); standard library only
     BudgetReached,
+    Deadline,
     add_eval_command,
     save_predictions,
     write_json,
@@ -132,21 +132,11 @@ class Clock:
         }
         self.start: float | None = None
         self.paced_from: float | None = None
-        self.saving = 0  # > 0 while a checkpoint is being written
-        self.pending: list[str] = []  # why training must stop, once it safely can
-        self.handlers: dict[int, Any] = {}
+        self.deadline = Deadline()
 
     def elapsed(self) -> float:
         assert self.start is not None
         return time.time() - self.start
-
-    def stop(self, signum: int, _frame: Any = None) -> None:
-        """Signal handler: stop now, or after the checkpoint being written."""
-        reason = "budget" if signum == signal.SIGALRM else f"signal {signal.Signals(signum).name}"
-        if not self.pending:
-            self.pending.append(reason)
-        if not self.saving:
-            raise BudgetReached(reason)
 
     def on_train_start(self, trainer: Any, _module: Any) -> None:
         self.start = time.time()
@@ -154,21 +144,14 @@ class Clock:
         save = trainer.save_checkpoint
 
         def guarded_save(*args: Any, **kwargs: Any) -> None:
-            self.saving += 1
-            try:
+            with self.deadline.saving():
                 with raw_weights_in_model(trainer.lightning_module):
                     save(*args, **kwargs)
                 self.status["best"] = self.status["validations"][-1]
-            finally:
-                self.saving -= 1
-            if self.pending and not self.saving:
-                raise BudgetReached(self.pending[0])
 
         trainer.save_checkpoint = guarded_save
-        for signum in (signal.SIGALRM, signal.SIGTERM, signal.SIGINT):
-            self.handlers[signum] = signal.signal(signum, self.stop)
         print(f"nequip_worker: training loop started, budget {self.budget_s:g} s", flush=True)
-        signal.setitimer(signal.ITIMER_REAL, self.budget_s)
+        self.deadline.arm(self.budget_s)
 
     def on_train_batch_end(
         self, trainer: Any, _module: Any, _outputs: Any, _batch: Any, batch_idx: int
@@ -221,10 +204,7 @@ class Clock:
 
     def finish(self, stopped_by: str) -> None:
         """Stop the clock and its signals; write the status."""
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        for signum, handler in self.handlers.items():
-            signal.signal(signum, handler)
-        self.handlers = {}
+        self.deadline.disarm()
         if self.start is not None and self.status["train_s"] is None:
             self.status["train_s"] = self.elapsed()
             self.status["stopped_by"] = stopped_by

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import signal
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -50,6 +49,7 @@ from typing import Any
 
 from mace_worker import (  # bench/ is on sys.path (script folder)
     BudgetReached,
+    Deadline,
     add_eval_command,
     save_predictions,
     write_json,
@@ -115,15 +115,7 @@ def train(input_yaml: Path, workdir: Path, budget_s: float, status_path: Path, e
         "best_epoch": None,
         "stopped_by": None,
     }
-    saving = [0]  # > 0 while a checkpoint is being written
-    pending: list[str] = []  # why training must stop, once it safely can
-
-    def stop(signum: int, _frame: Any) -> None:
-        reason = "budget" if signum == signal.SIGALRM else f"signal {signal.Signals(signum).name}"
-        if not pending:
-            pending.append(reason)
-        if not saving[0]:
-            raise BudgetReached(reason)
+    deadline = Deadline()
 
     set_labels = dataload._set_atoms_y
 
@@ -153,23 +145,15 @@ def train(input_yaml: Path, workdir: Path, budget_s: float, status_path: Path, e
                 scheduler_step(metric)
 
         def write(path: str, **extra: Any) -> None:
-            saving[0] += 1
-            try:
+            with deadline.saving():
                 write_checkpoint(path, **extra)
                 if path.endswith("checkpoint_best.pth"):
                     status["best_epoch"] = round(pieces.steps / pieces.steps_per_epoch, 3)
-            finally:
-                saving[0] -= 1
-            if pending and not saving[0]:
-                raise BudgetReached(pending[0])
 
         trainer.scheduler_step, trainer.write_checkpoint = validated, write
         total = config["epoch"] * pieces.per_epoch
-        previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
-        for signum in (signal.SIGALRM, signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, stop)
         print(f"sevenn_worker: epoch loop started, budget {budget_s:g} s", flush=True)
-        signal.setitimer(signal.ITIMER_REAL, budget_s)
+        deadline.arm(budget_s)
         try:
             epoch_loop(
                 config,
@@ -184,10 +168,7 @@ def train(input_yaml: Path, workdir: Path, budget_s: float, status_path: Path, e
         except BudgetReached as reached:
             status["stopped_by"] = str(reached)
         finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, signal.SIG_DFL)
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
+            deadline.disarm()
             status["train_s"] = time.time() - start
             status["steps"] = pieces.steps
             status["epochs_done"] = pieces.steps // pieces.steps_per_epoch

@@ -183,7 +183,7 @@ def test_clock_records_paces_and_stops(tmp_path: Path) -> None:
     trainer = fake_trainer(saved)
     clock.on_train_start(trainer, None)
     try:
-        assert signal.getsignal(signal.SIGALRM) == clock.stop
+        assert signal.getsignal(signal.SIGALRM) == clock.deadline.stop
         for batch in range(worker.PACE_BATCHES + 1):
             trainer.global_step = batch + 1
             clock.on_train_batch_end(trainer, None, None, None, batch)
@@ -195,18 +195,18 @@ def test_clock_records_paces_and_stops(tmp_path: Path) -> None:
         trainer.save_checkpoint("best.ckpt")
         assert saved == ["best.ckpt"]
         clock.on_train_epoch_end(trainer, None)
-        clock.saving = 1  # a signal while a checkpoint is written waits for it
-        clock.stop(signal.SIGTERM)
-        assert clock.pending == ["signal SIGTERM"]
-        clock.saving = 0
+        clock.deadline.writing = 1  # a signal while a checkpoint is written waits for it
+        clock.deadline.stop(signal.SIGTERM)
+        assert clock.deadline.pending == ["signal SIGTERM"]
+        clock.deadline.writing = 0
         with pytest.raises(worker.BudgetReached, match="SIGTERM"):
             trainer.save_checkpoint("best.ckpt")
         with pytest.raises(worker.BudgetReached, match="budget"):
-            clock.stop(signal.SIGALRM)
+            clock.deadline.stop(signal.SIGALRM)
         clock.on_exception(trainer, None, worker.BudgetReached("budget"))
     finally:
         clock.finish("test")
-    assert signal.getsignal(signal.SIGALRM) != clock.stop
+    assert signal.getsignal(signal.SIGALRM) != clock.deadline.stop
     assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
     record = json.loads(status.read_text())
     assert record["stopped_by"] == "budget" and record["epochs_done"] == 1
