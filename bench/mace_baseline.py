@@ -429,6 +429,19 @@ def run_logged(command: list[str], env: dict[str, str], log: Path, limit_s: floa
                 watchdog.cancel()
 
 
+def atomic_energies(e0s: Any, data: Path) -> dict[str, float]:
+    """Our E0s (eV per element) for the frames of ``data/{train,valid}.extxyz``, as ``mlcalc
+    train`` resolves the config's ``e0s``: ``fit`` (least squares on the training frames), an
+    isolated-atoms file or a mapping symbol -> eV."""
+    from mlcalc.training.data import LabelKeys, atomic_energies_from, elements_of, read_structures
+
+    keys = LabelKeys(energy="REF_energy", forces="REF_forces", stress="REF_stress")
+    train = read_structures(data / "train.extxyz", keys)
+    valid = read_structures(data / "valid.extxyz", keys)
+    spec = str(e0s) if isinstance(e0s, Path) else e0s
+    return atomic_energies_from(spec, train, elements_of([*train, *valid]))
+
+
 @dataclass
 class Run:
     """A baseline run's settings once its folder and the peer's venv are ready."""

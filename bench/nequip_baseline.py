@@ -48,6 +48,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 from _peer_worker import CUTOFF, PEER_CONFIGS  # noqa: E402  (standard library only at import)
 from mace_baseline import (  # noqa: E402  (bench/ is not a package)
+    atomic_energies,
     evaluate_test,
     format_metrics,
     prepare,
@@ -102,23 +103,6 @@ def describe(size: str) -> str:
         f"NequIP {model['num_features']} features, l_max {model['l_max']}, "
         f"{model['num_layers']} layers, r_max {model['r_max']:g} Å (size {size})"
     )
-
-
-def atomic_energies(spec: dict[str, Any], data: Path) -> dict[str, float]:
-    """Our E0 per element (eV) of the data written to ``data``: from the isolated-atoms file or
-    mapping, or fitted on the training frames as ``mlcalc train`` fits them (``e0s: fit``)."""
-    from mlcalc.training.data import (
-        LabelKeys,
-        atomic_energies_from,
-        elements_of,
-        read_structures,
-    )
-
-    keys = LabelKeys(energy="REF_energy", forces="REF_forces", stress="REF_stress")
-    train = read_structures(data / "train.extxyz", keys)
-    elements = elements_of([*train, *read_structures(data / "valid.extxyz", keys)])
-    e0s = spec["e0s"]
-    return atomic_energies_from(str(e0s) if isinstance(e0s, Path) else e0s, train, elements)
 
 
 def nequip_config(
@@ -257,7 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     data = prepare(spec, out / "data")
     spec["batch_size"] = data["batch_size"]
-    e0s = atomic_energies(spec, out / "data")
+    e0s = atomic_energies(spec["e0s"], out / "data")
     status_path, run_dir = out / "nequip_budget.json", out / "nequip"
     config = nequip_config(
         spec, out / "data", run_dir, status_path, e0s, data["stress"], args.size, budget_s

@@ -58,6 +58,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from mace_baseline import (  # noqa: E402  (bench/ is not a package)
     MILLI,
+    atomic_energies,
     evaluate_test,
     format_metrics,
     prepare,
@@ -109,19 +110,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     the test frames one at a time, and its trainer takes no extra arguments)."""
     sizes = list(MODEL_SIZES)
     return baseline_arguments(argv, "sevenn", sizes, batched_eval=False, trainer_args=False)
-
-
-def atomic_energies(e0s: Any, data: Path) -> dict[str, float]:
-    """Our E0s (eV per element) for the frames of ``data/{train,valid}.extxyz``, as ``mlcalc
-    train`` resolves the config's ``e0s``: ``fit`` (least squares on the training frames), an
-    isolated-atoms file or a mapping symbol -> eV."""
-    from mlcalc.training.data import LabelKeys, atomic_energies_from, elements_of, read_structures
-
-    keys = LabelKeys(energy="REF_energy", forces="REF_forces", stress="REF_stress")
-    train = read_structures(data / "train.extxyz", keys)
-    valid = read_structures(data / "valid.extxyz", keys)
-    spec = str(e0s) if isinstance(e0s, Path) else e0s
-    return atomic_energies_from(spec, train, elements_of([*train, *valid]))
 
 
 def input_config(

@@ -137,12 +137,12 @@ def test_atomic_energies_are_ours(tmp_path: Path) -> None:
     data.mkdir()
     mb.write_labelled(frames[:5], data / "train.extxyz")
     mb.write_labelled(frames[5:], data / "valid.extxyz")
-    fitted = nb.atomic_energies({"e0s": "fit"}, data)
+    fitted = nb.atomic_energies("fit", data)
     assert list(fitted) == ["H", "C", "O"]
     expected = fit_atomic_energies(frames[:5], ["H", "C", "O"])
     assert fitted == pytest.approx(expected, rel=1e-9)
     given = {"O": -3.0, "C": -2.0, "H": -1.0, "N": -4.0}
-    assert nb.atomic_energies({"e0s": given}, data) == {"H": -1.0, "C": -2.0, "O": -3.0}
+    assert nb.atomic_energies(given, data) == {"H": -1.0, "C": -2.0, "O": -3.0}
 
 
 def test_curve_from_the_status() -> None:
