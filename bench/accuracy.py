@@ -107,6 +107,7 @@ MODELS = (
     "nemp",
     "nemp-small",
     "nemp-small-t1",
+    "nemp-fast",
     "nemp-c32",
     "nemp-eager",
     "mlanet",
@@ -132,6 +133,8 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "nemp-small": ("nemp", {"preset": "small"}, {}),
     # the small preset with one interaction: the fastest point of ours on the front
     "nemp-small-t1": ("nemp", {"preset": "small", "num_interactions": 1}, {}),
+    # the fast preset: small-t1 with wider radial basis, pair code and readout
+    "nemp-fast": ("nemp", {"preset": "fast"}, {}),
     # the recipe's medium preset with twice its channels (32)
     "nemp-c32": ("nemp", {"channels": 32}, {}),
     # the recipe with its training steps run eagerly (before 2026-12-01, or `compile: false`)
@@ -423,9 +426,10 @@ def plot(records: Sequence[dict[str, Any]], prefix: str) -> list[Path]:
     colours = {
         "nemp": "tab:blue",
         "nemp-small": "tab:cyan",
-        "nemp-small-t1": "tab:blue",
+        "nemp-small-t1": "navy",
+        "nemp-fast": "tab:olive",
         "nemp-c32": "tab:purple",
-        "nemp-eager": "tab:olive",
+        "nemp-eager": "darkkhaki",
         "mlanet": "tab:green",
         "mace": "tab:red",
         "nequip": "tab:orange",

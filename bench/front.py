@@ -41,6 +41,7 @@ SPEED_MODELS: dict[str, tuple[str, ...]] = {
     "nemp": ("shipped-water", "shipped-water-compiled"),
     "nemp-small": ("nemp-small", "nemp-small-compiled"),
     "nemp-small-t1": ("nemp-small-t1", "nemp-small-t1-compiled"),
+    "nemp-fast": ("nemp-fast", "nemp-fast-compiled"),
     "mlanet": ("shipped-water-mlanet",),
     "mace": ("mace-64",),
     "nequip": ("nequip",),

@@ -58,6 +58,8 @@ MODELS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
         {"preset": "small", "num_interactions": 1},
         {"compile": True},
     ),
+    "nemp-fast": ("nemp", {"preset": "fast"}, {}),
+    "nemp-fast-compiled": ("nemp", {"preset": "fast"}, {"compile": True}),
     "nemp-default-compiled": ("nemp", {"preset": "default"}, {"compile": True}),
     "mlanet-l1-direct": ("mlanet", {"lmax": 1, "force_mode": "direct"}, {}),
     "mlanet-l1-conservative": ("mlanet", {"lmax": 1, "force_mode": "conservative"}, {}),

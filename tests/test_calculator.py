@@ -120,6 +120,17 @@ def test_forces_and_stress_match_finite_differences(model, any_structure):
             atoms.get_stress()
 
 
+@pytest.mark.parametrize("preset", ["medium", "fast"])
+def test_every_shipped_preset_matches_finite_differences(model_factory, structures, preset):
+    """The presets that shipped models use (``medium``; ``fast``, one interaction)."""
+    calc = NEMPCalculator(model_factory(preset=preset), device="cpu")
+    atoms = attach(structures.triclinic_bulk(), calc)
+    numerical = calculate_numerical_forces(atoms, eps=1e-4)
+    np.testing.assert_allclose(atoms.get_forces(), numerical, rtol=0, atol=FORCE_TOL)
+    stress = calculate_numerical_stress(atoms, eps=1e-5)
+    np.testing.assert_allclose(atoms.get_stress(), stress, rtol=0, atol=STRESS_TOL)
+
+
 def test_slab_energy_does_not_depend_on_the_vacuum(model, structures):
     calc = NEMPCalculator(model, device="cpu")
     thin, thick = structures.slab(), structures.slab()

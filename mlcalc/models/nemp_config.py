@@ -28,7 +28,8 @@ SMALL_PRESET: dict[str, Any] = {
 class NEMPConfig(ModelConfig):
     """Hyper-parameters of :class:`NEMP`. Defaults are the spec's ``nemp-default`` preset;
     :meth:`preset` gives ``"default"``, ``"small"``, ``"medium"`` (``small`` with 16 channels
-    and ``l_max_features = 2``, the training recipe's model) or ``"3bpa"``.
+    and ``l_max_features = 2``, the training recipe's model), ``"fast"`` (``small`` with one
+    interaction, 16 radial functions and wider pair code and readout) or ``"3bpa"``.
 
     Attributes:
         elements: chemical symbols the model handles.
@@ -75,6 +76,15 @@ class NEMPConfig(ModelConfig):
         "small": SMALL_PRESET,
         # small with twice the channels and l <= 2 node features: the training recipe's model
         "medium": {**SMALL_PRESET, "l_max_features": 2, "channels": 16},
+        # small with one interaction: the equivariant work of one layer, the per-edge and
+        # per-atom MLPs (almost free beside it) wider
+        "fast": {
+            **SMALL_PRESET,
+            "num_interactions": 1,
+            "num_radial": 16,
+            "pair_code_width": 64,
+            "readout_mlp": [1, 128, 1, False],
+        },
         "3bpa": {
             "envelope_exponent": 2,
             "l_max": 3,
