@@ -173,32 +173,32 @@ def plot(dataset: str, dataset_points: Sequence[dict[str, Any]], size: int, path
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib import ticker
 
     colours = {"mlcalc": "tab:blue", "MACE": "tab:red", "NequIP": "tab:orange"}
     colours["SevenNet"] = "tab:green"
     fig, ax = plt.subplots(figsize=(6.4, 4.6))
     for name in dict.fromkeys(p["package"] for p in dataset_points):
+        colour = colours.get(name, "grey")
         own = sorted(
             (p for p in dataset_points if p["package"] == name),
             key=lambda p: p["us_per_atom"][size],
         )
-        xs = [p["us_per_atom"][size] for p in own]
-        ys = [p["forces_rmse"] for p in own]
-        ax.plot(xs, ys, "o", color=colours.get(name, "grey"), mec="black", ms=7, label=name)
-        front, best = [], float("inf")
-        for x, y in zip(xs, ys, strict=True):
-            if y < best:
-                front.append((x, y))
-                best = y
-        ax.plot(*zip(*front, strict=True), "-", color=colours.get(name, "grey"), lw=1, alpha=0.6)
         for p in own:
-            ax.annotate(
-                p["timed_as"],
-                (p["us_per_atom"][size], p["forces_rmse"]),
-                fontsize=7,
-                xytext=(4, 3),
-                textcoords="offset points",
-            )
+            compiled = p["timed_as"].endswith("-compiled")
+            xy = (p["us_per_atom"][size], p["forces_rmse"])
+            ax.plot(*xy, "o", color="white" if compiled else colour, mec=colour, mew=1.5, ms=7)
+            if not compiled:  # one label per trained model, beside its eager point
+                ax.annotate(p["model"], xy, fontsize=7, xytext=(5, 4), textcoords="offset points")
+        ax.plot([], [], "o", color=colour, mec=colour, ms=7, label=name)
+        front, best = [], float("inf")
+        for p in own:
+            if p["forces_rmse"] < best:
+                front.append((p["us_per_atom"][size], p["forces_rmse"]))
+                best = p["forces_rmse"]
+        ax.plot(*zip(*front, strict=True), "-", color=colour, lw=1, alpha=0.6)
+    if any(p["timed_as"].endswith("-compiled") for p in dataset_points):
+        ax.plot([], [], "o", color="white", mec="black", ms=7, label="the same, compile=True")
     ax.set(
         xscale="log",
         yscale="log",
@@ -206,6 +206,10 @@ def plot(dataset: str, dataset_points: Sequence[dict[str, Any]], size: int, path
         ylabel="test force RMSE (meV/Å)",
         title=f"{dataset}: same training budget; lower left is better",
     )
+    for axis in (ax.xaxis, ax.yaxis):  # plain numbers at 1, 2, 5 × 10^n; no minor labels
+        axis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        axis.set_major_formatter(ticker.StrMethodFormatter("{x:,.0f}"))
+        axis.set_minor_formatter(ticker.NullFormatter())
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
