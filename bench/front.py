@@ -4,10 +4,10 @@ a point.
 Usage (from the repository root, with the project's venv python)::
 
     python bench/accuracy.py --datasets ethanol --budgets 30m \\
-        --models nemp nemp-small mlanet nequip sevenn --out runs/front
+        --models nemp nemp-small nemp-fast mlanet nequip sevenn --out runs/front
     python bench/peers.py --sizes 1536 12288 --dtype float32 --threads 2 --json runs/speed.json \\
-        --models shipped-water shipped-water-compiled nemp-small nemp-small-compiled \\
-        shipped-water-mlanet nequip nequip-l2 sevenn sevenn-l2 mace-64
+        --models nemp-medium nemp-medium-compiled nemp-small nemp-small-compiled nemp-fast \\
+        nemp-fast-compiled shipped-water-mlanet nequip nequip-l2 sevenn sevenn-l2 mace-64
     python bench/front.py --accuracy runs/front/results.json --speed runs/speed.json \\
         [--figure docs/img/front_]
 
@@ -35,10 +35,10 @@ from pathlib import Path
 from typing import Any
 
 #: ``bench/accuracy.py`` model → the ``bench/peers.py`` models that time its architecture.
-#: The recipe's NEMP and MLANet are the shipped ``water`` and ``water-mlanet`` architectures
-#: (same configs; their weights do not change the cost).
+#: The recipe's NEMP is the ``medium`` preset; the recipe's MLANet is the shipped
+#: ``water-mlanet`` architecture (same config; weights do not change the cost).
 SPEED_MODELS: dict[str, tuple[str, ...]] = {
-    "nemp": ("shipped-water", "shipped-water-compiled"),
+    "nemp": ("nemp-medium", "nemp-medium-compiled"),
     "nemp-small": ("nemp-small", "nemp-small-compiled"),
     "nemp-small-t1": ("nemp-small-t1", "nemp-small-t1-compiled"),
     "nemp-fast": ("nemp-fast", "nemp-fast-compiled"),

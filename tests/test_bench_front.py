@@ -27,8 +27,8 @@ def accuracy_file(path: Path) -> Path:
 
 def speed_file(path: Path) -> Path:
     times = {
-        "shipped-water": 400.0,
-        "shipped-water-compiled": 300.0,
+        "nemp-medium": 400.0,
+        "nemp-medium-compiled": 300.0,
         "nemp-small": 200.0,
         "nemp-small-compiled": 100.0,
         "sevenn": 600.0,
@@ -51,14 +51,14 @@ def test_points_join_each_training_with_every_timing_of_its_architecture(tmp_pat
     names = sorted((p["model"], p["timed_as"]) for p in found)
     # the 5m run is another budget; MACE has no measured time
     assert names == [
-        ("nemp", "shipped-water"),
-        ("nemp", "shipped-water-compiled"),
+        ("nemp", "nemp-medium"),
+        ("nemp", "nemp-medium-compiled"),
         ("nemp-small", "nemp-small"),
         ("nemp-small", "nemp-small-compiled"),
         ("nequip", "nequip"),
         ("sevenn", "sevenn"),
     ]
-    compiled = next(p for p in found if p["timed_as"] == "shipped-water-compiled")
+    compiled = next(p for p in found if p["timed_as"] == "nemp-medium-compiled")
     assert compiled["us_per_atom"] == {1536: 300.0, 12288: 450.0}
     assert compiled["forces_rmse"] == 10.0 and compiled["package"] == "mlcalc"
 
@@ -68,7 +68,7 @@ def test_each_peer_is_matched_with_our_fastest_model_at_least_as_accurate(tmp_pa
     found = front.points(records, front.load_speed([speed_file(tmp_path / "s.json")]), [1536])
     rows = {row["peer"]["model"]: row for row in front.matches(found, 1536)}
     # SevenNet 15.0: nemp-small (20.0) is less accurate, so the compiled recipe model (10.0)
-    assert rows["sevenn"]["ours"]["timed_as"] == "shipped-water-compiled"
+    assert rows["sevenn"]["ours"]["timed_as"] == "nemp-medium-compiled"
     assert rows["sevenn"]["speedup"] == pytest.approx(2.0)
     # NequIP 8.0 is more accurate than every model of ours
     assert rows["nequip"]["ours"] is None and rows["nequip"]["speedup"] is None
