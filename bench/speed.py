@@ -16,9 +16,9 @@ the machine's CPU used by other processes while the steps ran is recorded too: o
 dominates the noise (two torch threads on two busy cores slow down far more than twofold).
 
 Models are randomly initialised (``torch.manual_seed(0)``) presets for H and O with a 5 Å cutoff
-(``medium`` is the training recipe's preset, what the shipped ``water`` model uses), and the
-shipped ``water`` and ``water-mlanet`` models with their trained weights, on water boxes from
-:func:`mlcalc.structures.water_box`. A size is skipped, with the reason
+(``medium`` is the training recipe's preset, ``fast`` the one the shipped ``water`` model
+uses), and the shipped ``water`` and ``water-mlanet`` models with their trained weights, on
+water boxes from :func:`mlcalc.structures.water_box`. A size is skipped, with the reason
 printed, when the previous size scaled linearly in the number of atoms predicts that it would
 overrun ``--budget-s`` or ``--max-rss-gb``. Nothing here asserts on timings.
 """
