@@ -181,7 +181,8 @@ class NEMP(AtomisticModel):
             psi_all = share(psi, exchange)
             psi_bar_all = psi_all * self.invariant_scale[:, None]
             sent = groups.linear(psi_all, self.mixers[t, 0]) * inv_sqrt_c
-            edge_state, node_sh, centre_expansion, virtual = chunks.map(
+            # after the last interaction: the final expansion [centres, K', C] instead
+            edge_output, node_sh, centre_expansion, virtual = chunks.map(
                 functools.partial(self._interaction_edges, t),
                 [sh, edge_state],
                 [psi_bar_all, sent],
@@ -202,9 +203,12 @@ class NEMP(AtomisticModel):
             if c.use_norm:
                 mean_square = psi.square().sum((1, 2)) / ((c.l_max_features + 1) * c.channels)
                 psi = psi * torch.rsqrt(mean_square + 1e-6)[:, None, None]
+            edge_state = edge_output
 
-        (final_sh,) = chunks.map(self._final_edges, [sh, edge_state])
-        invariants.append((psi * self.invariant_scale[:, None] * final_sh).sum(1) / math.sqrt(3.0))
+        final_expansion = edge_output
+        invariants.append(
+            (psi * self.invariant_scale[:, None] * final_expansion).sum(1) / math.sqrt(3.0)
+        )
         descriptor = torch.cat(invariants, dim=1) / norm[:, None]
         raw = self.atomic_mlp(descriptor).squeeze(1)
         energies = self.readout(raw, species[:centres])
@@ -272,7 +276,9 @@ class NEMP(AtomisticModel):
     ) -> tuple[torch.Tensor, ...]:
         """Steps (b)–(f) of interaction ``t`` on one chunk of edges.
 
-        Returns the grown edge state ``[e, (3 + t) C]`` and, for the chunk's atoms, the
+        Returns the grown edge state ``[e, (3 + t) C]`` (after the last interaction, instead,
+        the chunk's atoms' expansion of the final coefficient triplet ``[n, K', C]``: no later
+        layer needs the edge state, so it is never stored) and, for the chunk's atoms, the
         summed coefficient expansion ``[n, K', C]`` of step (c), the centre expansion
         ``A [n, K, C]`` and the virtual summed node ``V [n, K', C]``.
         """
@@ -286,6 +292,10 @@ class NEMP(AtomisticModel):
             + k_neighbor * self._contract(sh_features, psi_bar, neighbor)
         ).sum(1) * (1.0 / math.sqrt(2.0))
         edge_state = torch.cat([edge_state, q], dim=1)
+        if t == c.num_interactions - 1:
+            edge_output = self._final_expansion(local, num_atoms, sh_features, edge_state)
+        else:
+            edge_output = edge_state
         # (c) the coefficient expansion for the new node invariant
         node_sh = scatter_sum(self._expand(k_node, sh_features), local, num_atoms)
         # (d) new edge coefficients for the virtual node and the centre expansion
@@ -300,21 +310,21 @@ class NEMP(AtomisticModel):
             local,
             num_atoms,
         )
-        return edge_state, node_sh, centre_expansion, virtual
+        return edge_output, node_sh, centre_expansion, virtual
 
-    def _final_edges(
+    def _final_expansion(
         self,
-        first_atom: int,
+        local: torch.Tensor,
         num_atoms: int,
-        centre: torch.Tensor,
-        neighbor: torch.Tensor,
-        sh: torch.Tensor,
+        sh_features: torch.Tensor,
         edge_state: torch.Tensor,
-    ) -> tuple[torch.Tensor]:
-        """The last coefficient triplet's expansion ``[n, K', C]`` for the chunk's atoms."""
+    ) -> torch.Tensor:
+        """The last coefficient triplet's expansion ``[n, K', C]`` summed onto the chunk's
+        atoms (``local [e]``: each edge's centre among them)."""
         k_centre, k_neighbor, k_node = self._coefficients(self.config.num_interactions, edge_state)
-        expansion = self._expand(k_centre + k_neighbor + k_node, sh[:, : self.num_sh_features])
-        return (scatter_sum(expansion, centre - first_atom, num_atoms),)
+        return scatter_sum(
+            self._expand(k_centre + k_neighbor + k_node, sh_features), local, num_atoms
+        )
 
     def forward(
         self,
