@@ -102,6 +102,8 @@ def test_table_has_one_row_per_config_with_reasons() -> None:
     assert "- peer sevenn: sevenn 0.13.0" in text and "- peer nequip: no pip" in text
     assert text.count("\n| ") == 1 + len(rows)
     assert "AMD EPYC (2 cores), 2 torch threads" in peers.render(rows, meta, as_markdown=False)
+    assert "- allocator: glibc" in text  # runs recorded before the option: glibc's malloc
+    assert "allocator: jemalloc" in peers.render(rows, {**meta, "allocator": "jemalloc"}, False)
 
 
 def test_skip_reasons() -> None:
@@ -142,6 +144,21 @@ def test_watched_child_is_killed_over_time_and_memory() -> None:
     ok = peers.run_watched([sys.executable, "-c", "print('{}')"], env, 20, 20)
     assert ok["killed"] == "" and ok["returncode"] == 0 and ok["stdout"].strip() == "{}"
     assert ok["child_peak_rss_mb"] > 1
+
+
+def test_allocator_is_preloaded_into_the_child() -> None:
+    """``--allocator jemalloc`` runs the child with jemalloc mapped in; glibc leaves it out."""
+    show = "print(any('jemalloc' in line for line in open('/proc/self/maps')))"
+    plain = peers.run_watched([sys.executable, "-c", show], peers.child_env(1), 20, 60)
+    assert plain["stdout"].strip() == "False"
+    assert "jemalloc" not in peers.child_env(1).get("LD_PRELOAD", "")
+    problem = peers.allocator_problem("jemalloc")
+    if problem:
+        pytest.skip(f"jemalloc is not installed here: {problem}")
+    env = peers.child_env(1, "jemalloc")
+    preloaded = peers.run_watched([sys.executable, "-c", show], env, 20, 60)
+    assert preloaded["stdout"].strip() == "True", preloaded["stderr"]
+    assert peers.parse_args(["--allocator", "jemalloc"]).allocator == "jemalloc"
 
 
 def test_hotspots_prints_the_operator_table() -> None:
