@@ -27,7 +27,14 @@ from learn_teachers import structure_key
 from mlcalc import NEMPCalculator
 from mlcalc.cli import main
 from mlcalc.learn import LearnConfig, TeacherSpec, learn
-from mlcalc.learn.explore import farthest_points, fingerprints, perturbed_copies, tag
+from mlcalc.learn.explore import (
+    Trajectory,
+    farthest_points,
+    fingerprints,
+    perturbed_copies,
+    select,
+    tag,
+)
 from mlcalc.learn.labelling import label_candidates, open_executor
 from mlcalc.learn.labels import LabelStore
 
@@ -303,6 +310,7 @@ def test_dask_local_cluster_gives_the_labels_of_local_processes(tmp_path):
         ({"teacher": "learn_teachers:nonexistent"}, ValueError, "nonexistent"),
         ({"temperature": 300}, ValueError, "did you mean 'temperatures'"),
         ({"uncertainty_threshold": "small"}, ValueError, "uncertainty_threshold must be a num"),
+        ({"candidate_pool": 0.5}, ValueError, "candidate_pool must be >= 1"),
         ({"training": {"train_file": "x.xyz"}}, ValueError, "sets train_file itself"),
     ],
 )
@@ -337,6 +345,24 @@ def test_help_lists_every_key(capsys):
 def test_farthest_point_sampling_spreads_out():
     features = np.array([[0.0], [0.1], [0.2], [5.0], [10.0]])
     assert farthest_points(features, 3, first=0) == [0, 4, 3]
+
+
+def test_candidate_pool_thins_only_the_most_uncertain_frames():
+    """Farthest-point sampling picks diverse frames; with a pool it picks them among the
+    ``pool × count`` most uncertain candidates only."""
+    frames = []
+    for k in range(8):
+        atoms = copper()
+        atoms.rattle(0.02 + 0.03 * k, seed=k)
+        frames.append(atoms)
+    # uncertainty falls with the rattle; frames 0-2 are the most uncertain
+    run = Trajectory("md", frames, [0.9 - 0.1 * k for k in range(8)])
+    everywhere = select([run], 2, 0.05, 3.0, random=False, seed=0)
+    pooled = select([run], 2, 0.05, 3.0, random=False, seed=0, pool=1.5)
+    uncertainty = [f.info["uncertainty"] for f in pooled]
+    assert len(pooled) == 2 and min(uncertainty) >= 0.7 - 1e-12  # among frames 0-2
+    assert min(f.info["uncertainty"] for f in everywhere) < 0.7  # reaches beyond them
+    assert select([run], 3, 0.05, 3.0, random=False, seed=0, pool=1.0) == frames[:3]
 
 
 def test_fingerprints_are_invariant_and_tell_structures_apart():

@@ -65,6 +65,8 @@ class LearnConfig:
             with larger budgets goes on.
         selection: ``"uncertainty"`` (candidates above the threshold, thinned by farthest-point
             sampling) or ``"random"`` (any explored frame: the baseline to compare with).
+        candidate_pool: with ``"uncertainty"``, thin only the ``candidate_pool ×
+            labels_per_round`` most uncertain candidates (``None``: all above the threshold).
         executor: ``"processes"`` (local worker processes) or ``"dask"`` (a Dask cluster at
             ``scheduler_address``, or a local one); workers: processes or Dask workers;
             worker_threads: OpenMP threads of each worker's teacher.
@@ -103,6 +105,7 @@ class LearnConfig:
     max_rounds: int = 10
     max_time: str | float | None = None
     selection: str = "uncertainty"
+    candidate_pool: float | None = None
     executor: str = "processes"
     scheduler_address: str | None = None
     workers: int = 1
@@ -179,6 +182,11 @@ class LearnConfig:
         if not self.temperatures or any(t < 0 for t in self.temperatures):
             raise ValueError(
                 f"temperatures must be a non-empty list of K >= 0: {self.temperatures}"
+            )
+        if self.candidate_pool is not None and not self.candidate_pool >= 1:
+            raise ValueError(
+                f"candidate_pool must be >= 1 (a multiple of labels_per_round), "
+                f"got {self.candidate_pool}"
             )
         if self.selection not in SELECTIONS:
             raise ValueError(f"selection must be one of {SELECTIONS}, got {self.selection!r}")

@@ -7,6 +7,7 @@ as MACE's and FLARE's loops use it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -203,10 +204,13 @@ def select(
     cutoff: float,
     random: bool,
     seed: int,
+    pool: float | None = None,
 ) -> list[Atoms]:
     """Frames to label: with ``random``, ``count`` frames drawn uniformly from everything
     explored; else those above ``threshold``, thinned to ``count`` by farthest-point sampling
-    on :func:`fingerprints`, starting from the most uncertain."""
+    on :func:`fingerprints`, starting from the most uncertain. With a ``pool``, the sampling
+    runs among the ``ceil(pool * count)`` most uncertain of them only (diversity among the
+    frames the committee knows least, rather than among everything above the threshold)."""
     frames = [f for r in runs for f in r.frames]
     sigma = np.array([u for r in runs for u in r.uncertainty])
     for frame, value in zip(frames, sigma, strict=True):
@@ -216,6 +220,9 @@ def select(
         picked = rng.choice(len(frames), size=min(count, len(frames)), replace=False).tolist()
         return [frames[k] for k in sorted(picked)]
     above = np.flatnonzero(sigma > threshold)
+    if pool is not None:
+        most_uncertain = np.argsort(-sigma[above], kind="stable")[: math.ceil(pool * count)]
+        above = np.sort(above[most_uncertain])
     if len(above) <= count:
         return [frames[k] for k in above]
     features = fingerprints([frames[k] for k in above], cutoff)

@@ -292,6 +292,7 @@ class ActiveLearning:
                 committee.models[0].cutoff,
                 config.selection == "random",
                 config.seed + r,
+                config.candidate_pool,
             )
             if not candidates:
                 state["stop_reason"] = (
