@@ -6,6 +6,7 @@ Usage (from the repository root, with the project's venv python)::
     python bench/learn.py --system ethanol-xtb --out runs/learn-ethanol [--threads 1]
     python bench/learn.py --system si-sevennet --out runs/learn-si
     python bench/learn.py --system cu-emt --out /tmp/learn-cu --quick      # minutes
+    python bench/learn.py --system ethanol-xtb --out runs/learn-ethanol-pool3 --set candidate_pool=3
 
 Every stage keeps its result in ``OUT/results.json`` and is skipped when it is there, and the
 two loops resume where they stopped, so a killed benchmark is continued by running it again.
@@ -247,6 +248,19 @@ def summary_rows(results: dict[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["key=value", ...]`` → ``{key: value}`` with each value read as YAML."""
+    import yaml
+
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set takes KEY=VALUE, got {item!r}")
+        overrides[key] = yaml.safe_load(value)
+    return overrides
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--system", choices=sorted(SYSTEMS), required=True)
@@ -264,8 +278,20 @@ def main() -> None:
         "teacher MD frames (0: skip)",
     )
     parser.add_argument("--quick", action="store_true", help="short MD runs (a try-out)")
+    parser.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override keys of the system's learn config (YAML values), e.g. candidate_pool=3",
+    )
     args = parser.parse_args()
     system = SYSTEMS[args.system]
+    try:
+        overrides = parse_overrides(args.set)
+    except ValueError as error:
+        parser.error(str(error))
+    system = {**system, "config": {**system["config"], **overrides}}
     if args.quick:
         args.md_ps, args.property_ps, args.speed_repeats, args.dense_factor = 0.2, 0.2, 1, 2
     args.out.mkdir(parents=True, exist_ok=True)

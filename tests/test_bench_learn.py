@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from helpers import load_bench
 
 bench = load_bench("learn")
@@ -50,3 +51,12 @@ def test_table_reports_labels_to_reach_random_and_the_ratios():
     assert rows["speed at 1000 atoms (s per E+F call)"].endswith("120×")
     assert "no collapse" in rows["student MD 100 ps at 600 K"]
     assert rows["RDF first peak r (Å) / g, student vs teacher"] == "2.400 / 2.50 vs 2.420 / 2.60"
+
+
+def test_config_overrides_are_read_as_yaml():
+    assert bench.parse_overrides(["candidate_pool=3", "temperatures=[300, 600]"]) == {
+        "candidate_pool": 3,
+        "temperatures": [300, 600],
+    }
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        bench.parse_overrides(["candidate_pool"])
