@@ -187,8 +187,8 @@ def last_line(text: str) -> str:
 
 #: ``--allocator`` choices → how a child's environment selects it. ``jemalloc`` is preloaded
 #: with page decay off: freed pages stay with the process and are reused in the next step
-#: (glibc's heap keeps them too, but fragmented: at 12,288 atoms two thirds of its resident heap are
-#: free blocks it cannot reuse). Applied to every child, ours and the peers' alike.
+#: (glibc's heap keeps them too, but fragmented: at 12,288 atoms two thirds of its resident
+#: heap are free blocks it cannot reuse). Applied to every child, ours and the peers' alike.
 ALLOCATORS: dict[str, dict[str, str]] = {
     "glibc": {},
     "jemalloc": {
