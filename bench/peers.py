@@ -205,6 +205,9 @@ def child_env(threads: int, allocator: str = "glibc") -> dict[str, str]:
     env = dict(os.environ)
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         env[name] = str(threads)
+    for settings in ALLOCATORS.values():  # an allocator inherited from the shell is not asked for
+        for name in settings:
+            env.pop(name, None)
     env.update(ALLOCATORS[allocator])
     return env
 
@@ -216,7 +219,7 @@ def allocator_problem(allocator: str) -> str:
         return ""
     # a preload the loader cannot find is only a warning on stderr: look at what a child maps
     show = f"print(any({library!r} in line for line in open('/proc/self/maps')))"
-    env = dict(os.environ, **ALLOCATORS[allocator])
+    env = child_env(1, allocator)
     child = subprocess.run([sys.executable, "-c", show], env=env, capture_output=True, text=True)
     if child.stdout.strip() != "True":
         why = last_line(child.stderr) if child.stderr.strip() else "not mapped"
